@@ -1,0 +1,46 @@
+# statsapi — the two commands that matter:
+#   make run    start the API on the embedded default (SQLite, in-process limits/cache)
+#   make test   install everything the suite needs, then run the whole suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.PHONY: run test install lint format openapi bench clean
+
+$(BIN)/flask: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+statsapi/static/vendor/redoc/redoc.standalone.js: requirements/docs-assets.txt | $(BIN)/flask
+	$(BIN)/python scripts/fetch_docs_assets.py
+
+run: $(BIN)/flask statsapi/static/vendor/redoc/redoc.standalone.js
+	$(BIN)/flask --app statsapi run --port $(PORT)
+
+install:
+	scripts/bootstrap.sh
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check statsapi migrations tests bench
+	$(BIN)/ruff format --check statsapi migrations tests bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format statsapi migrations tests bench
+	$(BIN)/ruff check --fix statsapi migrations tests bench
+
+openapi: $(BIN)/flask
+	STATSAPI_ENV=testing $(BIN)/flask --app statsapi openapi write openapi/openapi.json
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) node_modules instance .pytest_cache .mypy_cache .ruff_cache statsapi/static/vendor

@@ -1,0 +1,105 @@
+"""statsapi: a secured HTTP API for financial transaction records and their statistics."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .config import ConfigError, Settings
+
+__version__ = "1.0.0"
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
+    """Build the app from ``Settings`` (or environment variables, by default).
+
+    A mapping is read like the environment, e.g. ``create_app({"DATABASE_URL": ...})``.
+    """
+    try:
+        settings = config if isinstance(config, Settings) else Settings.from_env(config)
+    except ConfigError as error:
+        # One clear line, then stop: never start half-configured.
+        print(f"statsapi: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    from . import cli, db, errors, logs, metrics, security
+    from .backends import init_backends
+    from .ratelimit import RateLimits
+    from .resources import register
+    from .rest import Api
+
+    logs.configure(settings.log_level)
+    app = Flask(__name__, instance_path=str(Path(settings.instance_path).resolve()))
+    app.config.update(
+        API_TITLE="statsapi",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        API_SPEC_OPTIONS=_spec_options(),
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        DOCS_ENABLED=settings.docs_enabled,
+        TESTING=settings.env == "testing",
+    )
+    app.extensions["statsapi.settings"] = settings
+    if settings.trusted_proxy_hops:
+        # Trust exactly N proxies: the client IP is the Nth address from the right.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=settings.trusted_proxy_hops
+        )
+
+    database = db.init_app(app, settings)
+    security.init_app(app, settings)
+    logs.init_app(app)
+    errors.init_app(app)
+    metrics.init_app(app)
+    init_backends(app, settings, database)
+    api = Api(app)
+    register(app, api)
+    RateLimits().init_app(app, settings)
+    cli.init_app(app)
+    app.extensions["statsapi.migration_head"] = _migration_head()
+
+    if settings.jwt_secret_generated:
+        log.warning(
+            "JWT_SECRET_KEY is not set: using a random key for this process only "
+            "(tokens die on restart). Set JWT_SECRET_KEY outside development."
+        )
+    if settings.env == "development" and settings.uses_sqlite:
+        from .bootstrap import prepare_embedded
+
+        prepare_embedded(app)
+    return app
+
+
+def _spec_options() -> dict[str, Any]:
+    return {
+        "info": {
+            "description": (
+                "Financial transaction records and their statistics. Authenticate with "
+                "`POST /api/auth/login`, then **Authorize** with the access token. Every error "
+                "is RFC 9457 `application/problem+json`. Amounts are decimal strings in the "
+                "currency's minor units; money never passes through a float."
+            ),
+            "contact": {"name": "statsapi maintainers", "url": "https://github.com/statsapi/statsapi"},
+            "license": {"name": "Proprietary"},
+        },
+        "servers": [{"url": "/", "description": "This server"}],
+    }
+
+
+def _migration_head() -> str | None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    location = Path(__file__).resolve().parent.parent / "migrations"
+    if not location.is_dir():
+        return None
+    config = Config()
+    config.set_main_option("script_location", str(location))
+    return ScriptDirectory.from_config(config).get_current_head()

@@ -1,0 +1,201 @@
+"""The ``/api/stats`` cache: scoped versions, single-flight, validated values.
+
+Keys are ``scope`` + a digest of the normalised filters, under the scope's current
+*version*. A scope is one owner's records (``owner:<id>``) or all records (``all``).
+After a write commits, the owner's scope and ``all`` get new versions, so the next read
+of any scope that includes the record misses and recomputes (read-your-writes) while
+other owners' entries stay warm. A computation that raced with a write stores under the
+version it read, which nobody asks for any more, so it can never hide that write.
+
+On a miss exactly one caller per key computes (the *leader*); the others wait for its
+result, then fall back to computing themselves if it does not arrive in time.
+Values are plain JSON, checked on read: anything malformed is recomputed, never served.
+
+Backends: in-process (embedded default, one process) and Redis (``redis_cache.py``,
+shared by every worker and instance). When Redis is unreachable the cache is bypassed
+and stats come straight from the database.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .conditional import content_etag
+from .metrics import CACHE_REQUESTS
+from .pagination import filters_digest
+
+WAIT_FOR_LEADER_SECONDS = 5.0
+
+
+class CacheUnavailable(Exception):
+    """The backend cannot be reached; callers bypass the cache."""
+
+
+@dataclass(frozen=True)
+class Lookup:
+    version: str
+    value: bytes | None
+    leader: bool  # True: this caller holds the computation lock for the key
+
+
+class CacheBackend(Protocol):
+    def lookup(self, scope: str, digest: str) -> Lookup: ...
+
+    def store(self, scope: str, lookup: Lookup, digest: str, value: bytes, ttl: int) -> None: ...
+
+    def wait(self, scope: str, lookup: Lookup, digest: str, timeout: float) -> bytes | None: ...
+
+    def abandon(self, scope: str, lookup: Lookup, digest: str) -> None: ...
+
+    def bump(self, scopes: Iterable[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class CachedStats:
+    body: bytes
+    etag: str
+    hit: bool
+
+
+def scope_for(owner_id: int | None) -> str:
+    return "all" if owner_id is None else f"owner:{owner_id}"
+
+
+def valid_stats(value: bytes | None) -> bool:
+    """A cached value is served only if it is the JSON shape ``stats.compute`` makes."""
+    if not value:
+        return False
+    try:
+        body = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return (
+        isinstance(body, dict)
+        and isinstance(body.get("totals"), dict)
+        and isinstance(body.get("record_count"), int)
+        and isinstance(body.get("generated_at"), str)
+        and all(isinstance(t, dict) and "sum" in t for t in body["totals"].values())
+    )
+
+
+def serialise(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class StatsCache:
+    def __init__(self, backend: CacheBackend, *, ttl: int) -> None:
+        self.backend = backend
+        self.ttl = ttl
+
+    def fetch(
+        self, *, owner_id: int | None, key_material: Mapping[str, Any], compute: Callable[[], dict[str, Any]]
+    ) -> CachedStats:
+        scope = scope_for(owner_id)
+        digest = filters_digest(key_material)
+        try:
+            lookup = self.backend.lookup(scope, digest)
+        except CacheUnavailable:
+            CACHE_REQUESTS.labels(result="bypass").inc()
+            value = serialise(compute())
+            return CachedStats(body=value, etag=content_etag(value), hit=False)
+        if lookup.value is not None and valid_stats(lookup.value):
+            return self._result(lookup.value, hit=True)
+        if not lookup.leader:
+            waited = self._quietly(lambda: self.backend.wait(scope, lookup, digest, WAIT_FOR_LEADER_SECONDS))
+            if waited is not None and valid_stats(waited):
+                return self._result(waited, hit=True)
+        try:
+            value = serialise(compute())
+        except BaseException:
+            if lookup.leader:
+                self._quietly(lambda: self.backend.abandon(scope, lookup, digest))
+            raise
+        self._quietly(lambda: self.backend.store(scope, lookup, digest, value, self.ttl))
+        return self._result(value, hit=False)
+
+    @staticmethod
+    def _quietly(operation: Callable[[], Any]) -> Any:
+        """A cache that fails mid-request only costs a recomputation, never the request."""
+        try:
+            return operation()
+        except CacheUnavailable:
+            return None
+
+    def _result(self, value: bytes, *, hit: bool) -> CachedStats:
+        CACHE_REQUESTS.labels(result="hit" if hit else "miss").inc()
+        return CachedStats(body=value, etag=content_etag(value), hit=hit)
+
+    def invalidate(self, owner_ids: Iterable[int]) -> None:
+        owners = set(owner_ids)
+        if owners:
+            self.backend.bump(["all", *(scope_for(o) for o in sorted(owners))])
+
+
+class MemoryBackend:
+    """Single-process backend (embedded default): an LRU with TTLs and per-key locks."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._guard = threading.Lock()
+        self._versions: dict[str, int] = {}
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._locks: dict[str, threading.Lock] = {}
+        self._max = max_entries
+
+    def _key(self, scope: str, version: str, digest: str) -> str:
+        return f"{scope}|{version}|{digest}"
+
+    def _get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def lookup(self, scope: str, digest: str) -> Lookup:
+        with self._guard:
+            version = str(self._versions.get(scope, 0))
+            key = self._key(scope, version, digest)
+            value = self._get(key)
+            if value is not None:
+                return Lookup(version, value, leader=False)
+            lock = self._locks.setdefault(key, threading.Lock())
+        return Lookup(version, None, leader=lock.acquire(blocking=False))
+
+    def store(self, scope: str, lookup: Lookup, digest: str, value: bytes, ttl: int) -> None:
+        key = self._key(scope, lookup.version, digest)
+        with self._guard:
+            self._entries[key] = (time.monotonic() + ttl, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+            lock = self._locks.pop(key, None) if lookup.leader else None
+        if lock is not None:
+            lock.release()
+
+    def abandon(self, scope: str, lookup: Lookup, digest: str) -> None:
+        with self._guard:
+            lock = self._locks.pop(self._key(scope, lookup.version, digest), None)
+        if lock is not None:
+            lock.release()
+
+    def wait(self, scope: str, lookup: Lookup, digest: str, timeout: float) -> bytes | None:
+        key = self._key(scope, lookup.version, digest)
+        with self._guard:
+            lock = self._locks.get(key)
+            if lock is None:
+                return self._get(key)
+        if lock.acquire(timeout=timeout):
+            lock.release()
+        with self._guard:
+            return self._get(key)
+
+    def bump(self, scopes: Iterable[str]) -> None:
+        with self._guard:
+            for scope in scopes:
+                self._versions[scope] = self._versions.get(scope, 0) + 1

@@ -1,0 +1,101 @@
+"""ETags and conditional requests (``If-Match`` → 428/412, ``If-None-Match`` → 304)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from copy import deepcopy
+from typing import Any
+
+from flask import request
+
+from .errors import Problem
+
+F = Callable[..., Any]
+
+
+def version_etag(kind: str, ident: int, version: int) -> str:
+    """Strong ETag of a versioned resource, e.g. ``"record-42-v3"``."""
+    return f'"{kind}-{ident}-v{version}"'
+
+
+def content_etag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def _unquote(etag: str) -> str:
+    return etag.strip('"')
+
+
+def require_if_match(current: str, *, required: bool = True) -> None:
+    """428 without ``If-Match`` (when required), 412 when it names another version."""
+    if_match = request.if_match
+    if not request.headers.get("If-Match"):
+        if required:
+            raise Problem(
+                428,
+                "Send If-Match with the ETag from your last read of this resource.",
+                slug="precondition-required",
+            )
+        return
+    if if_match.star_tag or if_match.contains(_unquote(current)):
+        return
+    raise Problem(
+        412,
+        "If-Match does not match the current ETag: the resource changed since you read it.",
+        slug="precondition-failed",
+        headers={"ETag": current},
+    )
+
+
+def not_modified(current: str) -> bool:
+    if_none_match = request.if_none_match
+    return bool(request.headers.get("If-None-Match")) and (
+        if_none_match.star_tag or if_none_match.contains_weak(_unquote(current))
+    )
+
+
+def document_header(func: F, param: dict[str, Any], statuses: tuple[int, ...]) -> F:
+    func._apidoc = deepcopy(getattr(func, "_apidoc", {}))  # type: ignore[attr-defined]
+    func._apidoc.setdefault("arguments", {}).setdefault("parameters", []).append(param)  # type: ignore[attr-defined]
+    responses = func._apidoc.setdefault("response", {}).setdefault("responses", {})  # type: ignore[attr-defined]
+    from http import HTTPStatus
+
+    for status in statuses:
+        responses.setdefault(status, []).append(HTTPStatus(status).name)
+    return func
+
+
+def documents_if_match(*, required: bool) -> Callable[[F], F]:
+    def decorator(func: F) -> F:
+        return document_header(
+            func,
+            {
+                "in": "header",
+                "name": "If-Match",
+                "required": required,
+                "schema": {"type": "string"},
+                "description": "The ETag from your last read; a stale one gets 412"
+                + (", none gets 428." if required else "."),
+            },
+            (412, 428) if required else (412,),
+        )
+
+    return decorator
+
+
+def documents_if_none_match(func: F) -> F:
+    return document_header(
+        func,
+        {
+            "in": "header",
+            "name": "If-None-Match",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "An ETag you hold; 304 Not Modified when it is still current.",
+        },
+        (304,),
+    )
+
+
+ETAG_HEADER = {"ETag": {"description": "Entity tag of this representation.", "schema": {"type": "string"}}}

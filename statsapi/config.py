@@ -1,0 +1,236 @@
+"""Settings from the environment, typed and validated once at start-up.
+
+Two run modes (SPEC §2):
+
+* the embedded default: SQLite in ``instance/``, in-process limits and cache, a
+  generated signing key with a logged warning;
+* ``STATSAPI_ENV=production``: PostgreSQL, Redis and a strong ``JWT_SECRET_KEY`` are
+  required, and start-up stops with one clear line when one is missing or weak.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENVIRONMENTS = ("development", "production", "testing")
+
+# Values people paste from tutorials; a production key must never be one of them.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "super-secret",
+        "supersecret",
+        "jwt-secret",
+        "jwt_secret_key",
+        "your-secret-key",
+        "your_secret_key",
+        "please-change-me",
+        "replace-me",
+        "dev",
+        "development",
+        "test",
+        "password",
+    }
+)
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or unsafe; the message is one line for the operator."""
+
+
+def _bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _int(value: str, name: str, *, minimum: int = 0) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {number}")
+    return number
+
+
+def _looks_placeholder(secret: str) -> bool:
+    normalised = secret.strip().lower()
+    if normalised in PLACEHOLDER_SECRETS:
+        return True
+    # "aaaaaaaa...", "xxxx..." and the like carry no entropy whatever their length.
+    return len(set(normalised)) < 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every knob statsapi reads from the environment (see ``.env.example``)."""
+
+    env: str = "development"
+    database_url: str = ""
+    redis_url: str = ""
+    redis_key_prefix: str = "statsapi:"
+    redis_socket_timeout: float = 0.25
+    jwt_secret_key: str = ""
+    jwt_previous_secret_keys: tuple[str, ...] = ()
+    jwt_secret_generated: bool = False
+    access_token_minutes: int = 15
+    refresh_token_days: int = 14
+    trusted_proxy_hops: int = 0
+    ratelimit_enabled: bool = True
+    ratelimit_login: str = "5/minute;30/hour"
+    ratelimit_anonymous: str = "60/minute"
+    ratelimit_user: str = "300/minute"
+    ratelimit_elevated: str = "1200/minute"
+    stats_cache_ttl_seconds: int = 300
+    docs_enabled: bool = True
+    max_content_length: int = 1024 * 1024
+    log_level: str = "INFO"
+    db_statement_timeout_ms: int = 15000
+    db_pool_size: int = 5
+    bootstrap_admin_username: str = ""
+    bootstrap_admin_password: str = ""
+    instance_path: str = ""
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate settings; raise ConfigError with one clear line."""
+        env_vars = dict(os.environ if environ is None else environ)
+        get = env_vars.get
+        env = get("STATSAPI_ENV", "development").strip().lower()
+        if env not in ENVIRONMENTS:
+            raise ConfigError(f"STATSAPI_ENV must be one of {', '.join(ENVIRONMENTS)}, got {env!r}")
+        production = env == "production"
+        instance_path = get("STATSAPI_INSTANCE_PATH", str(Path.cwd() / "instance"))
+
+        database_url = get("DATABASE_URL", "").strip()
+        if not database_url:
+            if production:
+                raise ConfigError("DATABASE_URL is required in production (a PostgreSQL URL)")
+            database_url = f"sqlite:///{Path(instance_path) / 'statsapi.db'}"
+        database_url = _normalise_database_url(database_url)
+        if production and not database_url.startswith("postgresql"):
+            raise ConfigError("DATABASE_URL must be a PostgreSQL URL in production")
+
+        redis_url = get("REDIS_URL", "").strip()
+        if production and not redis_url:
+            raise ConfigError("REDIS_URL is required in production (limits, cache, token state)")
+
+        secret = get("JWT_SECRET_KEY", "")
+        generated = False
+        if not secret:
+            if production:
+                raise ConfigError("JWT_SECRET_KEY is required in production (32+ random bytes)")
+            secret = secrets.token_urlsafe(48)
+            generated = True
+        elif production:
+            _check_strong_secret(secret, "JWT_SECRET_KEY")
+        previous = tuple(k.strip() for k in get("JWT_PREVIOUS_SECRET_KEYS", "").split(",") if k.strip())
+        if production:
+            for key in previous:
+                _check_strong_secret(key, "JWT_PREVIOUS_SECRET_KEYS")
+
+        log_level = get("LOG_LEVEL", "INFO").strip().upper()
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
+
+        settings = cls(
+            env=env,
+            database_url=database_url,
+            redis_url=redis_url,
+            redis_key_prefix=get("REDIS_KEY_PREFIX", "statsapi:"),
+            redis_socket_timeout=_float(get("REDIS_SOCKET_TIMEOUT", "0.25"), "REDIS_SOCKET_TIMEOUT"),
+            jwt_secret_key=secret,
+            jwt_previous_secret_keys=previous,
+            jwt_secret_generated=generated,
+            access_token_minutes=_int(
+                get("JWT_ACCESS_TOKEN_MINUTES", "15"), "JWT_ACCESS_TOKEN_MINUTES", minimum=1
+            ),
+            refresh_token_days=_int(get("JWT_REFRESH_TOKEN_DAYS", "14"), "JWT_REFRESH_TOKEN_DAYS", minimum=1),
+            trusted_proxy_hops=_int(get("TRUSTED_PROXY_HOPS", "0"), "TRUSTED_PROXY_HOPS"),
+            ratelimit_enabled=_bool(get("RATELIMIT_ENABLED", "true"), "RATELIMIT_ENABLED"),
+            ratelimit_login=get("RATELIMIT_LOGIN", "5/minute;30/hour"),
+            ratelimit_anonymous=get("RATELIMIT_ANONYMOUS", "60/minute"),
+            ratelimit_user=get("RATELIMIT_USER", "300/minute"),
+            ratelimit_elevated=get("RATELIMIT_ELEVATED", "1200/minute"),
+            stats_cache_ttl_seconds=_int(
+                get("STATS_CACHE_TTL_SECONDS", "300"), "STATS_CACHE_TTL_SECONDS", minimum=1
+            ),
+            docs_enabled=_bool(get("DOCS_ENABLED", "true"), "DOCS_ENABLED"),
+            max_content_length=_int(
+                get("MAX_CONTENT_LENGTH", str(1024 * 1024)), "MAX_CONTENT_LENGTH", minimum=1024
+            ),
+            log_level=log_level,
+            db_statement_timeout_ms=_int(
+                get("DB_STATEMENT_TIMEOUT_MS", "15000"), "DB_STATEMENT_TIMEOUT_MS", minimum=100
+            ),
+            db_pool_size=_int(get("DB_POOL_SIZE", "5"), "DB_POOL_SIZE", minimum=1),
+            bootstrap_admin_username=get("BOOTSTRAP_ADMIN_USERNAME", ""),
+            bootstrap_admin_password=get("BOOTSTRAP_ADMIN_PASSWORD", ""),
+            instance_path=instance_path,
+        )
+        settings.validate_limits()
+        return settings
+
+    def validate_limits(self) -> None:
+        from limits import parse_many
+
+        for name in ("ratelimit_login", "ratelimit_anonymous", "ratelimit_user", "ratelimit_elevated"):
+            value = getattr(self, name)
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ConfigError(f"{name.upper()} is not a rate limit string: {value!r}") from None
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _float(value: str, name: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if not 0 < number <= 30:
+        raise ConfigError(f"{name} must be between 0 and 30 seconds, got {value!r}")
+    return number
+
+
+def _check_strong_secret(secret: str, name: str) -> None:
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{name} must be at least {MIN_SECRET_BYTES} bytes in production")
+    if _looks_placeholder(secret):
+        raise ConfigError(
+            f"{name} is a known placeholder or low-entropy value; generate one with `openssl rand -base64 48`"
+        )
+
+
+_POSTGRES_SCHEME = re.compile(r"^postgres(ql)?(\+psycopg2)?://")
+
+
+def _normalise_database_url(url: str) -> str:
+    # Heroku/Render style "postgres://" URLs name the same thing; SQLAlchemy wants the full name.
+    if _POSTGRES_SCHEME.match(url):
+        return _POSTGRES_SCHEME.sub("postgresql+psycopg2://", url, count=1)
+    return url

@@ -1,0 +1,174 @@
+"""SQLAlchemy base, engine and the per-request session.
+
+One engine per app, one session per request (created lazily, closed at teardown).
+Services receive the session as a keyword argument and never commit: the view's
+response decorator commits once, after the response body is built, so a request is one
+transaction (the record, its audit event and its idempotency entry land together).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask, current_app, g
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, create_engine, event
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
+from sqlalchemy.types import TypeDecorator
+
+from .config import Settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a real BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on both databases.
+
+    PostgreSQL stores ``timestamptz``; SQLite stores the naive UTC value as text, which
+    sorts and compares correctly because every value is normalised to UTC first.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def make_engine(settings: Settings) -> Engine:
+    url = settings.database_url
+    if url.startswith("sqlite"):
+        # One file, many threads (flask run, tests); short-lived connections keep WAL happy.
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 15},
+            poolclass=NullPool,
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    return create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_pre_ping=True,  # recover by itself after PostgreSQL restarts
+        pool_recycle=1800,
+        pool_timeout=5,
+        connect_args={
+            "connect_timeout": 3,
+            "application_name": "statsapi",
+            # UTC sessions make date_trunc() group by UTC days and months.
+            "options": f"-c timezone=UTC -c statement_timeout={settings.db_statement_timeout_ms}",
+        },
+    )
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.close()
+
+
+class Database:
+    """Engine, session factory and post-commit hooks for one app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.engine = make_engine(settings)
+        self.session_factory = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._after_commit_hooks: list[Callable[[Session], None]] = []
+        event.listen(self.session_factory, "after_commit", self._run_after_commit)
+        # A rolled-back transaction changed nothing: forget what it would have changed.
+        event.listen(self.session_factory, "after_rollback", pop_changed_owners)
+
+    def on_after_commit(self, hook: Callable[[Session], None]) -> None:
+        """Run ``hook(session)`` after every commit (e.g. stats cache invalidation)."""
+        self._after_commit_hooks.append(hook)
+
+    def _run_after_commit(self, session: Session) -> None:
+        for hook in self._after_commit_hooks:
+            hook(session)
+
+    def new_session(self, **info: Any) -> Session:
+        session = self.session_factory()
+        session.info.update(info)
+        return session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def init_app(app: Flask, settings: Settings) -> Database:
+    database = Database(settings)
+    app.extensions["statsapi.db"] = database
+    app.teardown_appcontext(_close_session)
+    return database
+
+
+def get_database(app: Flask | None = None) -> Database:
+    return (app or current_app).extensions["statsapi.db"]
+
+
+def session() -> Session:
+    """The request's session, opened on first use."""
+    if "db_session" not in g:
+        g.db_session = get_database().new_session(request_id=g.get("request_id"))
+    return g.db_session
+
+
+def commit() -> None:
+    """Commit the request's unit of work if one was opened."""
+    if "db_session" in g:
+        g.db_session.commit()
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    db_session = g.pop("db_session", None)
+    if db_session is not None:
+        db_session.close()  # rolls back anything not committed
+
+
+def mark_owners_changed(db_session: Session, owner_ids: Iterable[int]) -> None:
+    """Note record owners whose stats a pending commit changes (read after commit)."""
+    db_session.info.setdefault("changed_owners", set()).update(owner_ids)
+
+
+def pop_changed_owners(db_session: Session) -> set[int]:
+    return db_session.info.pop("changed_owners", set())
+
+
+def rowcount(result: Any) -> int:
+    """Rows matched by an UPDATE/DELETE (a ``CursorResult``)."""
+    return int(result.rowcount)

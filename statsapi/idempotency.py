@@ -1,0 +1,247 @@
+"""``Idempotency-Key`` for record creation (SPEC §4 "Idempotency").
+
+1. The key is *claimed* in its own short transaction (a row ``in_flight``), so a
+   concurrent duplicate sees the claim at once and gets 409 instead of waiting.
+2. The view runs; just before its unit of work commits, the response is stored in the
+   same transaction as the records it created: both land or neither does.
+3. A retry with the same key and body replays the stored response (and creates
+   nothing); another body is a 422; an error releases the claim so the client may retry.
+
+A claim left behind by a crashed worker expires after ``LEASE`` and can be retaken.
+Keys live ``TTL`` per user; ``flask --app statsapi purge`` removes expired ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Response, current_app, g, request
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import db
+from .conditional import document_header
+from .db import rowcount, utcnow
+from .errors import Problem
+from .models import IdempotencyKey
+from .security import current_principal
+
+F = Callable[..., Any]
+
+HEADER = "Idempotency-Key"
+TTL = dt.timedelta(hours=24)
+LEASE = dt.timedelta(seconds=60)
+REPLAYED_HEADERS = ("Location", "ETag", "Content-Type")
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, no spaces
+
+
+@dataclass(frozen=True)
+class Claimed:
+    pass
+
+
+@dataclass(frozen=True)
+class Replay:
+    status: int
+    body: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class InFlight:
+    pass
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    pass
+
+
+Outcome = Claimed | Replay | InFlight | Mismatch
+
+
+def request_fingerprint(endpoint: str) -> str:
+    """Digest of endpoint + JSON body, insensitive to key order and whitespace."""
+    try:
+        canonical = json.dumps(request.get_json(silent=False), sort_keys=True, separators=(",", ":"))
+    except Exception:  # an unparsable body never reaches here (400 first); stay safe
+        canonical = request.get_data(as_text=True)
+    return hashlib.sha256(f"{endpoint}\n{canonical}".encode()).hexdigest()
+
+
+def claim(session: Session, *, user_id: int, key: str, endpoint: str, fingerprint: str) -> Outcome:
+    for _attempt in range(3):
+        session.expunge_all()
+        now = utcnow()
+        session.add(
+            IdempotencyKey(
+                user_id=user_id,
+                key=key,
+                endpoint=endpoint,
+                request_hash=fingerprint,
+                state="in_flight",
+                created_at=now,
+                locked_until=now + LEASE,
+                expires_at=now + TTL,
+            )
+        )
+        try:
+            session.commit()
+            return Claimed()
+        except IntegrityError:
+            session.rollback()
+        existing = session.get(IdempotencyKey, (user_id, key), populate_existing=True)
+        if existing is None:
+            continue  # released between our insert and read: try again
+        if existing.expires_at <= now:
+            session.execute(
+                delete(IdempotencyKey).where(
+                    IdempotencyKey.user_id == user_id,
+                    IdempotencyKey.key == key,
+                    IdempotencyKey.expires_at <= now,
+                )
+            )
+            session.commit()
+            continue
+        if existing.request_hash != fingerprint:
+            return Mismatch()
+        if existing.state == "done":
+            return Replay(
+                existing.response_status or 200,
+                existing.response_body or "",
+                dict(existing.response_headers or {}),
+            )
+        if existing.locked_until > now:
+            return InFlight()
+        # Abandoned by a crashed worker: take it over, unless someone else just did.
+        taken = rowcount(
+            session.execute(
+                update(IdempotencyKey)
+                .where(
+                    IdempotencyKey.user_id == user_id,
+                    IdempotencyKey.key == key,
+                    IdempotencyKey.state == "in_flight",
+                    IdempotencyKey.locked_until == existing.locked_until,
+                )
+                .values(locked_until=now + LEASE)
+            )
+        )
+        session.commit()
+        return Claimed() if taken == 1 else InFlight()
+    return InFlight()
+
+
+def release(*, user_id: int, key: str) -> None:
+    session = db.get_database().new_session()
+    try:
+        session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.user_id == user_id,
+                IdempotencyKey.key == key,
+                IdempotencyKey.state == "in_flight",
+            )
+        )
+        session.commit()
+    except Exception:  # the lease expires anyway; never mask the original error
+        current_app.logger.warning("could not release idempotency key", exc_info=True)
+    finally:
+        session.close()
+
+
+def _store(*, user_id: int, key: str, response: Response) -> None:
+    db.session().execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+        .values(
+            state="done",
+            response_status=response.status_code,
+            response_body=response.get_data(as_text=True),
+            response_headers={h: response.headers[h] for h in REPLAYED_HEADERS if h in response.headers},
+        )
+    )
+
+
+def purge_expired(session: Session) -> int:
+    return rowcount(session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at <= utcnow())))
+
+
+def idempotent(endpoint: str) -> Callable[[F], F]:
+    """Make a POST view honour ``Idempotency-Key``. Place it below ``auth_required``
+    and ``arguments`` (so invalid requests never claim a key) and above ``response``."""
+
+    def decorator(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            key = request.headers.get(HEADER)
+            if key is None:
+                return func(*args, **kwargs)
+            if not _KEY.match(key):
+                raise Problem(
+                    422,
+                    "The request failed validation.",
+                    slug="validation-error",
+                    errors={HEADER: ["1-255 visible ASCII characters."]},
+                )
+            user_id = current_principal().id
+            session = db.get_database().new_session()
+            try:
+                outcome = claim(
+                    session,
+                    user_id=user_id,
+                    key=key,
+                    endpoint=endpoint,
+                    fingerprint=request_fingerprint(endpoint),
+                )
+            finally:
+                session.close()
+            if isinstance(outcome, Replay):
+                response = current_app.response_class(outcome.body, status=outcome.status)
+                response.headers.update(outcome.headers)
+                response.headers["Idempotent-Replayed"] = "true"
+                return response
+            if isinstance(outcome, Mismatch):
+                raise Problem(
+                    422,
+                    "This Idempotency-Key was already used with a different request.",
+                    slug="idempotency-mismatch",
+                    errors={HEADER: ["Already used with another body."]},
+                )
+            if isinstance(outcome, InFlight):
+                raise Problem(
+                    409,
+                    "A request with this Idempotency-Key is still in progress; retry shortly.",
+                    slug="idempotency-conflict",
+                    headers={"Retry-After": "1"},
+                )
+            g.setdefault("before_commit", []).append(
+                lambda response: _store(user_id=user_id, key=key, response=response)
+            )
+            try:
+                return func(*args, **kwargs)
+            except BaseException:
+                release(user_id=user_id, key=key)
+                raise
+
+        return document_header(
+            wrapper,
+            {
+                "in": "header",
+                "name": HEADER,
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "Retry safely: the same key and body replay the first response "
+                "(header `Idempotent-Replayed: true`); another body is 422; in flight is 409. "
+                "Keys live 24 h per user.",
+            },
+            (409, 422),
+        )
+
+    return decorator

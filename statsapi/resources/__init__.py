@@ -1,0 +1,15 @@
+"""One blueprint per resource: HTTP in and out, decorators as the contract."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from ..rest import Api
+
+
+def register(app: Flask, api: Api) -> None:
+    from . import admin, auth, docs, ops, records, stats
+
+    for blueprint in (auth.blp, admin.blp, records.blp, stats.blp, ops.blp):
+        api.register_blueprint(blueprint)
+    docs.init_app(app, api)

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, url_for
+from flask.views import MethodView
+
+from .. import db
+from ..models import Role
+from ..pagination import CursorCodec, page_body
+from ..rest import Blueprint
+from ..schemas.users import (
+    AuditPageSchema,
+    AuditQueryArgsSchema,
+    RoleGrantSchema,
+    UserCreateSchema,
+    UserPageSchema,
+    UserQueryArgsSchema,
+    UserSchema,
+    UserUpdateSchema,
+)
+from ..security import current_principal, derive_key
+from ..services import audit as audit_service
+from ..services import users as user_service
+
+blp = Blueprint(
+    "admin", __name__, url_prefix="/api/admin", description="Users, roles and the audit log (admin only)."
+)
+
+ADMIN = Role.ADMIN
+
+
+def _cursors() -> CursorCodec:
+    return CursorCodec(derive_key("cursor"))
+
+
+@blp.route("/users")
+class Users(MethodView):
+    @blp.auth_required(ADMIN)
+    @blp.arguments(UserQueryArgsSchema, location="query")
+    @blp.response(200, UserPageSchema)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """List users, newest first."""
+        limit, cursor, codec = args.pop("limit"), args.pop("cursor"), _cursors()
+        after = int(codec.decode(cursor, "users", args)[0]) if cursor else None
+        rows = user_service.search(db.session(), limit=limit, after_id=after, **args)
+        return page_body(codec, "users", rows, limit=limit, filters=args, position=lambda u: [u.id])
+
+    @blp.auth_required(ADMIN)
+    @blp.arguments(UserCreateSchema)
+    @blp.response(
+        201,
+        UserSchema,
+        headers={"Location": {"description": "URL of the new user.", "schema": {"type": "string"}}},
+    )
+    @blp.errors(409)
+    def post(self, data: dict[str, Any]) -> Any:
+        """Create a user with a role."""
+        user = user_service.create(db.session(), actor_id=current_principal().id, **data)
+        return user, 201, {"Location": url_for("admin.UserById", user_id=user.id)}
+
+
+@blp.route("/users/<int:user_id>")
+class UserById(MethodView):
+    @blp.auth_required(ADMIN)
+    @blp.response(200, UserSchema)
+    @blp.errors(404)
+    def get(self, user_id: int) -> Any:
+        """Return one user."""
+        return user_service.get(db.session(), user_id=user_id)
+
+    @blp.auth_required(ADMIN)
+    @blp.arguments(UserUpdateSchema)
+    @blp.response(200, UserSchema)
+    @blp.errors(404, 409)
+    def patch(self, changes: dict[str, Any], user_id: int) -> Any:
+        """Activate, deactivate or reset the password; the latter two log the user out."""
+        session = db.session()
+        user = user_service.get(session, user_id=user_id)
+        return user_service.update(session, actor_id=current_principal().id, user=user, changes=changes)
+
+
+@blp.route("/users/<int:user_id>/role")
+class UserRole(MethodView):
+    @blp.auth_required(ADMIN)
+    @blp.arguments(RoleGrantSchema)
+    @blp.response(200, UserSchema)
+    @blp.errors(404, 409)
+    def put(self, grant: dict[str, Any], user_id: int) -> Any:
+        """Grant a role, with a reason for the audit log; the user's old tokens stop working."""
+        session = db.session()
+        user = user_service.get(session, user_id=user_id)
+        return user_service.grant_role(session, actor_id=current_principal().id, user=user, **grant)
+
+
+@blp.route("/users/<int:user_id>/revoke-tokens")
+class UserTokens(MethodView):
+    @blp.auth_required(ADMIN)
+    @blp.response(204)
+    @blp.errors(404)
+    def post(self, user_id: int) -> Response:
+        """Log a user out everywhere: every token issued so far stops working."""
+        session = db.session()
+        user = user_service.get(session, user_id=user_id)
+        user_service.admin_revoke_tokens(session, actor_id=current_principal().id, user=user)
+        return Response(status=204)
+
+
+@blp.route("/audit")
+class Audit(MethodView):
+    @blp.auth_required(ADMIN)
+    @blp.arguments(AuditQueryArgsSchema, location="query")
+    @blp.response(200, AuditPageSchema)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Search the audit log, newest first."""
+        limit, cursor, codec = args.pop("limit"), args.pop("cursor"), _cursors()
+        after = int(codec.decode(cursor, "audit", args)[0]) if cursor else None
+        rows = audit_service.search(db.session(), limit=limit, after_id=after, **args)
+        return page_body(codec, "audit", rows, limit=limit, filters=args, position=lambda e: [e.id])

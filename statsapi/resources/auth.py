@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+from flask.views import MethodView
+
+from .. import db
+from ..rest import Blueprint
+from ..schemas.users import LoginSchema, PasswordChangeSchema, TokenPairSchema, UserSchema
+from ..security import current_principal
+from ..services import auth as auth_service
+from ..services.errors import AuthenticationFailed
+
+blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Log in, rotate tokens, log out.")
+
+
+@blp.route("/login")
+class Login(MethodView):
+    @blp.arguments(LoginSchema)
+    @blp.response(200, TokenPairSchema)
+    @blp.errors(401)
+    def post(self, credentials: dict[str, Any]) -> dict[str, Any]:
+        """Exchange a username and password for an access and a refresh token.
+
+        Unknown users, wrong passwords and deactivated accounts all get the same 401 after
+        the same work. Limited per IP + username on top of the anonymous limit.
+        """
+        pair = auth_service.login(db.session(), **credentials)
+        return pair.as_json()
+
+
+@blp.route("/refresh")
+class Refresh(MethodView):
+    @blp.auth_required(refresh=True)
+    @blp.response(200, TokenPairSchema)
+    def post(self) -> dict[str, Any]:
+        """Rotate a refresh token: returns a new pair; the old refresh token is spent.
+
+        Send the **refresh** token as the bearer. Presenting a spent refresh token revokes
+        its whole session (every token descended from the same login).
+        """
+        principal = current_principal()
+        try:
+            pair = auth_service.rotate(
+                db.session(),
+                user=principal.user,
+                family_id=principal.family_id,
+                presented_jti=str(principal.claims["jti"]),
+            )
+        except AuthenticationFailed:
+            db.commit()  # keep the family revocation, then refuse
+            raise
+        return pair.as_json()
+
+
+@blp.route("/logout")
+class Logout(MethodView):
+    @blp.auth_required()
+    @blp.response(204)
+    def post(self) -> Response:
+        """Revoke this access token and its whole refresh family."""
+        principal = current_principal()
+        auth_service.revoke_family(db.session(), family_id=principal.family_id, reason="logout")
+        return Response(status=204)
+
+
+@blp.route("/me")
+class Me(MethodView):
+    @blp.auth_required()
+    @blp.response(200, UserSchema)
+    def get(self) -> Any:
+        """Return the authenticated user."""
+        return current_principal().user
+
+
+@blp.route("/password")
+class Password(MethodView):
+    @blp.auth_required()
+    @blp.arguments(PasswordChangeSchema)
+    @blp.response(204)
+    @blp.errors(422)
+    def post(self, data: dict[str, Any]) -> Response:
+        """Change your password; every token you hold stops working."""
+        auth_service.change_password(db.session(), user=current_principal().user, **data)
+        return Response(status=204)

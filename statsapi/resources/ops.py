@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, current_app, jsonify
+from flask.views import MethodView
+from sqlalchemy import text
+
+from .. import db
+from ..errors import PROBLEM_TYPES, Problem, problem_response
+from ..rest import Blueprint
+
+blp = Blueprint("ops", __name__, description="Liveness and readiness.")
+
+
+@blp.route("/health")
+class Health(MethodView):
+    @blp.rate_limit_exempt
+    @blp.response(200)
+    def get(self) -> dict[str, str]:
+        """Liveness: the process answers. Touches nothing."""
+        return {"status": "ok"}
+
+
+@blp.route("/ready")
+class Ready(MethodView):
+    @blp.response(200)
+    @blp.errors(503)
+    def get(self) -> Any:
+        """Readiness: database reachable and migrated to head; Redis optional (degraded)."""
+        checks: dict[str, dict[str, Any]] = {}
+        ok = True
+        try:
+            with db.get_database().engine.connect() as conn:
+                revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            head = current_app.extensions["statsapi.migration_head"]
+            migrated = head is None or revision == head
+            checks["database"] = {"status": "ok"}
+            checks["migrations"] = {
+                "status": "ok" if migrated else "behind",
+                "revision": revision,
+                "head": head,
+            }
+            ok = migrated
+        except Exception as error:  # any failure means "not ready", never a 500
+            checks["database"] = {"status": "down", "detail": error.__class__.__name__}
+            ok = False
+        redis = current_app.extensions.get("statsapi.redis")
+        degraded_reason = None
+        if redis is None:
+            checks["redis"] = {"status": "disabled"}
+        else:
+            up, reason = redis.probe()
+            checks["redis"] = {"status": "ok" if up else "down", **({"detail": reason} if reason else {})}
+            degraded_reason = None if up else f"redis: {reason}"
+        if not ok:
+            return problem_response(
+                503,
+                "Not ready: the database is unreachable or not migrated to head.",
+                slug="service-unavailable",
+                headers={"Retry-After": "5"},
+                checks=checks,
+            )
+        body: dict[str, Any] = {"status": "degraded" if degraded_reason else "ready", "checks": checks}
+        if degraded_reason:
+            body["reason"] = degraded_reason
+        return jsonify(body)
+
+
+@blp.route("/problems/<slug>")
+class ProblemTypes(MethodView):
+    @blp.response(200)
+    @blp.errors(404)
+    def get(self, slug: str) -> Response:
+        """Describe a problem type used in error responses' `type`."""
+        if slug not in PROBLEM_TYPES:
+            raise Problem(404, f"No problem type named {slug!r}.")
+        title, description = PROBLEM_TYPES[slug]
+        return jsonify({"type": f"/problems/{slug}", "title": title, "description": description})

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from flask import Response, url_for
+from flask.views import MethodView
+
+from .. import db
+from ..conditional import (
+    ETAG_HEADER,
+    documents_if_match,
+    documents_if_none_match,
+    not_modified,
+    require_if_match,
+    version_etag,
+)
+from ..idempotency import idempotent
+from ..models import Record, Role
+from ..pagination import CursorCodec, page_body
+from ..rest import Blueprint
+from ..schemas.records import (
+    RecordBatchSchema,
+    RecordCreateSchema,
+    RecordListSchema,
+    RecordPageSchema,
+    RecordQueryArgsSchema,
+    RecordSchema,
+    RecordUpdateSchema,
+)
+from ..security import current_principal, derive_key
+from ..services import records as record_service
+from ..services.records import WRITERS
+
+blp = Blueprint("records", __name__, url_prefix="/api/records", description="Financial transaction records.")
+
+READERS = frozenset(Role)
+LOCATION = {"Location": {"description": "URL of the new record.", "schema": {"type": "string"}}}
+
+
+def etag_of(record: Record) -> str:
+    return version_etag("record", record.id, record.version)
+
+
+def _headers(record: Record) -> dict[str, str]:
+    return {"ETag": etag_of(record)}
+
+
+def _position(record: Record) -> list[Any]:
+    return [record.occurred_at.isoformat(), record.id]
+
+
+@blp.route("")
+class Records(MethodView):
+    @blp.auth_required(*READERS)
+    @blp.arguments(RecordQueryArgsSchema, location="query")
+    @blp.response(200, RecordPageSchema)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """List records, newest first (users see their own; analysts and admins all)."""
+        principal = current_principal()
+        filters, limit, cursor = args["filters"], args["limit"], args["cursor"]
+        owner_id = record_service.scope_owner(
+            role=principal.role, user_id=principal.id, requested_owner_id=filters.owner_id
+        )
+        key = {**filters.normalised(), "scope": owner_id}
+        codec = CursorCodec(derive_key("cursor"))
+        after = None
+        if cursor:
+            occurred, ident = codec.decode(cursor, "records", key)
+            after = (dt.datetime.fromisoformat(occurred), int(ident))
+        rows = record_service.search(
+            db.session(), owner_id=owner_id, filters=filters, limit=limit, after=after
+        )
+        return page_body(codec, "records", rows, limit=limit, filters=key, position=_position)
+
+    @blp.auth_required(*WRITERS)
+    @blp.arguments(RecordCreateSchema)
+    @idempotent("records.create")
+    @blp.response(201, RecordSchema, headers={**LOCATION, **ETAG_HEADER})
+    def post(self, data: dict[str, Any]) -> Any:
+        """Create a record owned by you."""
+        record = record_service.create(db.session(), owner_id=current_principal().id, data=data)
+        return (
+            record,
+            201,
+            {"Location": url_for("records.RecordById", record_id=record.id), **_headers(record)},
+        )
+
+
+@blp.route("/batch")
+class RecordBatch(MethodView):
+    @blp.auth_required(*WRITERS)
+    @blp.arguments(RecordBatchSchema)
+    @idempotent("records.batch")
+    @blp.response(201, RecordListSchema)
+    def post(self, data: dict[str, Any]) -> Any:
+        """Create 1–1000 records at once: all of them, or none if any is invalid."""
+        records = record_service.create_many(
+            db.session(), owner_id=current_principal().id, items=data["records"]
+        )
+        return {"items": records}, 201
+
+
+@blp.route("/<int:record_id>")
+class RecordById(MethodView):
+    @blp.auth_required(*READERS)
+    @documents_if_none_match
+    @blp.response(200, RecordSchema, headers=ETAG_HEADER)
+    @blp.errors(404)
+    def get(self, record_id: int) -> Any:
+        """Return one record with its ETag (another user's record is a 404)."""
+        principal = current_principal()
+        record = record_service.get_visible(
+            db.session(), record_id=record_id, role=principal.role, user_id=principal.id
+        )
+        if not_modified(etag_of(record)):
+            return Response(status=304, headers=_headers(record))
+        return record, 200, _headers(record)
+
+    @blp.auth_required(*WRITERS)
+    @blp.arguments(RecordUpdateSchema)
+    @documents_if_match(required=True)
+    @blp.response(200, RecordSchema, headers=ETAG_HEADER)
+    @blp.errors(404)
+    def patch(self, changes: dict[str, Any], record_id: int) -> Any:
+        """Change a record; send If-Match with its current ETag."""
+        principal = current_principal()
+        session = db.session()
+        record = record_service.get_visible(
+            session, record_id=record_id, role=principal.role, user_id=principal.id
+        )
+        require_if_match(etag_of(record))
+        record = record_service.update(session, record=record, actor_id=principal.id, changes=changes)
+        return record, 200, _headers(record)
+
+    @blp.auth_required(*WRITERS)
+    @documents_if_match(required=False)
+    @blp.response(204)
+    @blp.errors(404)
+    def delete(self, record_id: int) -> Response:
+        """Delete a record (its content stays in the audit log). If-Match is honoured if sent."""
+        principal = current_principal()
+        session = db.session()
+        record = record_service.get_visible(
+            session, record_id=record_id, role=principal.role, user_id=principal.id
+        )
+        require_if_match(etag_of(record), required=False)
+        record_service.delete(session, record=record, actor_id=principal.id)
+        return Response(status=204)

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import marshmallow as ma
+
+from ..pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+
+class StrictSchema(ma.Schema):
+    """Unknown fields are errors, in bodies and in query strings alike."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+
+class PageArgsSchema(StrictSchema):
+    limit = ma.fields.Integer(
+        load_default=DEFAULT_LIMIT,
+        validate=ma.validate.Range(min=1, max=MAX_LIMIT),
+        metadata={"description": f"Page size, 1–{MAX_LIMIT}."},
+    )
+    cursor = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.Length(max=512),
+        metadata={"description": "Opaque cursor from the previous page's `next_cursor`."},
+    )
+
+
+def page_schema(item_schema: type[ma.Schema], name: str) -> type[ma.Schema]:
+    """``{"items": [...], "next_cursor": str | null}`` around ``item_schema``."""
+    return type(
+        name,
+        (ma.Schema,),
+        {
+            "items": ma.fields.List(ma.fields.Nested(item_schema), required=True),
+            "next_cursor": ma.fields.String(
+                required=True,
+                allow_none=True,
+                metadata={"description": "Pass as `cursor` for the next page; null on the last page."},
+            ),
+        },
+    )

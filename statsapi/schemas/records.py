@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+
+from ..money import MoneyError, parse_amount
+from ..services.records import GROUP_BY, RecordFilters, parse_amount_filter
+from .common import PageArgsSchema, StrictSchema, page_schema
+from .fields import CleanText, CurrencyCode, DecimalString, RFC3339DateTime
+
+MAX_BATCH = 1000
+
+
+class RecordSchema(ma.Schema):
+    """A financial transaction as the API returns it."""
+
+    id = ma.fields.Integer(dump_only=True)
+    owner_id = ma.fields.Integer(dump_only=True)
+    amount = DecimalString(metadata={"description": "Signed decimal string in the currency's minor units."})
+    currency = ma.fields.String(metadata={"description": "ISO 4217 code.", "example": "EUR"})
+    category = ma.fields.String(metadata={"example": "groceries"})
+    occurred_at = RFC3339DateTime(metadata={"description": "When it happened, in UTC."})
+    description = ma.fields.String(allow_none=True)
+    created_at = RFC3339DateTime()
+    updated_at = RFC3339DateTime()
+    version = ma.fields.Integer(metadata={"description": "Increments on every change (see ETag)."})
+
+
+class _RecordFieldsSchema(StrictSchema):
+    currency = CurrencyCode()
+    amount = DecimalString(
+        metadata={
+            "description": "Signed decimal string, at most the currency's minor units, |amount| < 10^13."
+        }
+    )
+    category = CleanText(validate=ma.validate.Length(min=1, max=64), metadata={"example": "groceries"})
+    occurred_at = RFC3339DateTime(metadata={"description": "RFC 3339 with an offset; stored in UTC."})
+    description = CleanText(
+        trim=False, allow_none=True, validate=ma.validate.Length(max=500), metadata={"example": "Weekly shop"}
+    )
+
+    @ma.validates_schema(skip_on_field_errors=False)
+    def _amount_fits_currency(self, data: dict[str, Any], **_: Any) -> None:
+        if "amount" in data and "currency" in data:
+            try:
+                parse_amount(data["amount"], data["currency"])
+            except MoneyError as error:
+                raise ma.ValidationError(str(error), "amount") from None
+
+
+class RecordCreateSchema(_RecordFieldsSchema):
+    """A new record: every field but ``description`` is required."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+    currency = CurrencyCode(required=True)
+    amount = DecimalString(required=True)
+    category = CleanText(required=True, validate=ma.validate.Length(min=1, max=64))
+    occurred_at = RFC3339DateTime(required=True)
+
+
+class RecordUpdateSchema(_RecordFieldsSchema):
+    """Fields to change; at least one. ``description: null`` clears it."""
+
+    @ma.validates_schema
+    def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ma.ValidationError("Send at least one field to change.", "_schema")
+
+
+class RecordBatchSchema(StrictSchema):
+    records = ma.fields.List(
+        ma.fields.Nested(RecordCreateSchema),
+        required=True,
+        validate=ma.validate.Length(min=1, max=MAX_BATCH),
+        metadata={"description": f"1–{MAX_BATCH} records, created all together or not at all."},
+    )
+
+
+class RecordListSchema(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(RecordSchema), required=True)
+
+
+class RecordFilterArgsSchema(StrictSchema):
+    """Filters shared by ``GET /api/records`` and ``GET /api/stats``."""
+
+    category = CleanText(
+        validate=ma.validate.Length(min=1, max=64), metadata={"description": "Exact category."}
+    )
+    currency = CurrencyCode()
+    from_ = RFC3339DateTime(data_key="from", metadata={"description": "occurred_at ≥ from (inclusive)."})
+    to = RFC3339DateTime(metadata={"description": "occurred_at < to (exclusive)."})
+    min_amount = DecimalString(metadata={"description": "amount ≥ min_amount (same currency units)."})
+    max_amount = DecimalString(metadata={"description": "amount ≤ max_amount."})
+    owner_id = ma.fields.Integer(
+        validate=ma.validate.Range(min=1),
+        metadata={"description": "Analyst and admin only: one owner's records."},
+    )
+
+    @ma.validates_schema
+    def _consistent(self, data: dict[str, Any], **_: Any) -> None:
+        errors: dict[str, list[str]] = {}
+        for name in ("min_amount", "max_amount"):
+            if name in data:
+                try:
+                    parse_amount_filter(data[name])
+                except MoneyError as error:
+                    errors[name] = [str(error)]
+        if errors:
+            raise ma.ValidationError(errors)
+        if "from_" in data and "to" in data and data["from_"] > data["to"]:
+            raise ma.ValidationError("'from' must not be after 'to'.", "from")
+        low, high = data.get("min_amount"), data.get("max_amount")
+        if low is not None and high is not None and parse_amount_filter(low) > parse_amount_filter(high):
+            raise ma.ValidationError("min_amount must not exceed max_amount.", "min_amount")
+
+    @ma.post_load
+    def _to_filters(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        filters = RecordFilters(
+            category=data.pop("category", None),
+            currency=data.pop("currency", None),
+            occurred_from=data.pop("from_", None),
+            occurred_to=data.pop("to", None),
+            min_amount=_scaled(data.pop("min_amount", None)),
+            max_amount=_scaled(data.pop("max_amount", None)),
+            owner_id=data.pop("owner_id", None),
+        )
+        return {**data, "filters": filters}
+
+
+def _scaled(text: str | None) -> int | None:
+    return None if text is None else parse_amount_filter(text)
+
+
+class RecordQueryArgsSchema(RecordFilterArgsSchema, PageArgsSchema):
+    """Filters and paging for ``GET /api/records``."""
+
+
+class StatsQueryArgsSchema(RecordFilterArgsSchema):
+    group_by = ma.fields.String(
+        validate=ma.validate.OneOf(GROUP_BY),
+        metadata={"description": "Add per-group totals: category, day or month (UTC)."},
+    )
+
+
+RecordPageSchema = page_schema(RecordSchema, "RecordPageSchema")
+
+
+class CurrencyTotalsSchema(ma.Schema):
+    count = ma.fields.Integer(required=True)
+    sum = DecimalString(required=True)
+    avg = DecimalString(required=True, metadata={"description": "Rounded half-even to minor units."})
+    min = DecimalString(required=True)
+    max = DecimalString(required=True)
+
+
+class StatsGroupSchema(ma.Schema):
+    key = ma.fields.String(required=True, metadata={"description": "Category, YYYY-MM-DD or YYYY-MM."})
+    record_count = ma.fields.Integer(required=True)
+    totals = ma.fields.Dict(
+        keys=ma.fields.String(), values=ma.fields.Nested(CurrencyTotalsSchema), required=True
+    )
+
+
+class StatsSchema(ma.Schema):
+    """Totals per currency, never summed across currencies."""
+
+    totals = ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.Nested(CurrencyTotalsSchema),
+        required=True,
+        metadata={"description": "ISO 4217 code → totals in that currency."},
+    )
+    groups = ma.fields.List(
+        ma.fields.Nested(StatsGroupSchema), metadata={"description": "Present when `group_by` is given."}
+    )
+    record_count = ma.fields.Integer(required=True)
+    generated_at = RFC3339DateTime(required=True)

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import marshmallow as ma
+
+from ..models import ROLES
+from .common import PageArgsSchema, StrictSchema, page_schema
+from .fields import CleanText, RFC3339DateTime, StrictBoolean
+
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
+PASSWORD_MIN, PASSWORD_MAX = 12, 128
+ROLE_NAMES = [role.value for role in ROLES]
+
+
+class Username(ma.fields.String):
+    """3–64 characters: letters, digits, ``_ . -``; stored lower-case."""
+
+    default_error_messages = {
+        "format": "3-64 characters: letters, digits, '_', '.', '-'; starting with a letter or digit.",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {"pattern": USERNAME.pattern, "example": "alice", **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not USERNAME.match(text):
+            raise self.make_error("format")
+        return text.lower()
+
+
+class Password(ma.fields.String):
+    default_error_messages = {
+        "policy": f"Passwords are {PASSWORD_MIN}-{PASSWORD_MAX} characters and not only spaces.",
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {"format": "password", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX}
+        super().__init__(metadata={**metadata, **kwargs.pop("metadata", {})}, load_only=True, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not PASSWORD_MIN <= len(text) <= PASSWORD_MAX or not text.strip():
+            raise self.make_error("policy")
+        return text
+
+
+class LoginSchema(StrictSchema):
+    # No format rules here: a malformed username must fail exactly like a wrong one (401).
+    username = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=256))
+    password = ma.fields.String(required=True, load_only=True, validate=ma.validate.Length(min=1, max=1024))
+
+
+class TokenPairSchema(ma.Schema):
+    access_token = ma.fields.String(required=True)
+    refresh_token = ma.fields.String(required=True)
+    token_type = ma.fields.String(required=True, metadata={"example": "Bearer"})
+    expires_in = ma.fields.Integer(required=True, metadata={"description": "Access token lifetime, seconds."})
+
+
+class UserSchema(ma.Schema):
+    id = ma.fields.Integer()
+    username = ma.fields.String()
+    role = ma.fields.String(metadata={"enum": ROLE_NAMES})
+    is_active = ma.fields.Boolean()
+    created_at = RFC3339DateTime()
+    updated_at = RFC3339DateTime()
+
+
+UserPageSchema = page_schema(UserSchema, "UserPageSchema")
+
+
+class UserCreateSchema(StrictSchema):
+    username = Username(required=True)
+    password = Password(required=True)
+    role = ma.fields.String(load_default="user", validate=ma.validate.OneOf(ROLE_NAMES))
+
+    @ma.validates_schema
+    def _password_not_username(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("password", "").lower() == data.get("username"):
+            raise ma.ValidationError("The password must differ from the username.", "password")
+
+
+class UserUpdateSchema(StrictSchema):
+    is_active = StrictBoolean(metadata={"description": "false logs the user out everywhere."})
+    password = Password(metadata={"description": "Reset the password (logs the user out everywhere)."})
+
+    @ma.validates_schema
+    def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ma.ValidationError("Send is_active and/or password.", "_schema")
+
+
+class RoleGrantSchema(StrictSchema):
+    role = ma.fields.String(required=True, validate=ma.validate.OneOf(ROLE_NAMES))
+    reason = CleanText(required=True, validate=ma.validate.Length(min=1, max=500))
+
+
+class PasswordChangeSchema(StrictSchema):
+    current_password = ma.fields.String(
+        required=True, load_only=True, validate=ma.validate.Length(min=1, max=1024)
+    )
+    new_password = Password(required=True)
+
+    @ma.validates_schema
+    def _different(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("current_password") == data.get("new_password"):
+            raise ma.ValidationError("The new password must differ from the current one.", "new_password")
+
+
+class UserQueryArgsSchema(PageArgsSchema):
+    role = ma.fields.String(validate=ma.validate.OneOf(ROLE_NAMES))
+    is_active = ma.fields.Boolean()
+
+
+class AuditEventSchema(ma.Schema):
+    id = ma.fields.Integer()
+    occurred_at = RFC3339DateTime()
+    actor_id = ma.fields.Integer(allow_none=True)
+    action = ma.fields.String(metadata={"example": "record.update"})
+    target = ma.fields.String(metadata={"example": "record:42"})
+    before = ma.fields.Raw(allow_none=True, metadata={"type": "object"})
+    after = ma.fields.Raw(allow_none=True, metadata={"type": "object"})
+    reason = ma.fields.String(allow_none=True)
+    request_id = ma.fields.String(allow_none=True)
+
+
+AuditPageSchema = page_schema(AuditEventSchema, "AuditPageSchema")
+
+
+class AuditQueryArgsSchema(PageArgsSchema):
+    actor_id = ma.fields.Integer(validate=ma.validate.Range(min=1))
+    target = ma.fields.String(
+        validate=ma.validate.Regexp(r"^[a-z_]{1,32}(:[A-Za-z0-9_.-]{1,64})?$"),
+        metadata={"description": "`type` or `type:id`, e.g. `record` or `record:42`."},
+    )
+    action = ma.fields.String(validate=ma.validate.Length(min=1, max=64), metadata={"example": "role.grant"})
+    since = RFC3339DateTime(metadata={"description": "Events at or after this time."})

@@ -1,0 +1,314 @@
+"""Passwords, tokens and the per-request authentication check.
+
+Token model (SPEC §4 "Auth semantics"):
+
+* Every token carries ``sub`` (user id as a string), ``jti``, ``iat``, ``exp``, ``type``,
+  ``role``, ``gen`` (the user's token generation when issued) and ``fam`` (its login
+  family). HS256 is pinned; ``none`` and every other algorithm are refused; ``iss`` and
+  ``aud`` are checked; a ``kid`` header selects the key so keys can be rotated.
+* A token is accepted only while the user is active, ``gen`` equals the user's current
+  generation and the family is not revoked. Role change, deactivation, password change
+  and admin revocation bump the generation, so the very next request of every older token
+  fails. PostgreSQL holds that state; ``token_state`` may cache it (Redis).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt as pyjwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from flask import Flask, Response, current_app, g, request
+from flask_jwt_extended import (
+    JWTManager,
+    create_access_token,
+    create_refresh_token,
+    verify_jwt_in_request,
+)
+
+from .config import Settings
+from .errors import Problem, problem_response
+from .metrics import AUTH_FAILURES
+from .models import Role, User
+
+log = logging.getLogger(__name__)
+
+ISSUER = "statsapi"
+AUDIENCE = "statsapi"
+ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ("sub", "jti", "iat", "exp", "type", "role", "gen", "fam")
+
+# OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1.
+password_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+# Verified when the username is unknown, so both failures cost the same time.
+_DUMMY_HASH = password_hasher.hash(secrets.token_urlsafe(32))
+
+jwt = JWTManager()
+
+
+# -- passwords ------------------------------------------------------------------------
+def hash_password(password: str) -> str:
+    return password_hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Constant-work check: an unknown user still costs one argon2 verification."""
+    try:
+        return password_hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    return password_hasher.check_needs_rehash(password_hash)
+
+
+# -- keys -----------------------------------------------------------------------------
+def key_id(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    current_kid: str
+    current: str
+    by_kid: Mapping[str, str]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SigningKeys:
+        keys = {key_id(k): k for k in (settings.jwt_secret_key, *settings.jwt_previous_secret_keys)}
+        return cls(key_id(settings.jwt_secret_key), settings.jwt_secret_key, keys)
+
+    def for_header(self, header: Mapping[str, Any]) -> str:
+        kid = header.get("kid")
+        # An unknown kid gets a throwaway key: the signature check then fails as usual.
+        return self.by_kid.get(kid, secrets.token_hex(32)) if isinstance(kid, str) else secrets.token_hex(32)
+
+
+def signing_keys() -> SigningKeys:
+    return current_app.extensions["statsapi.keys"]
+
+
+def derive_key(purpose: str) -> bytes:
+    """A sub-key of the current signing key for another purpose (e.g. cursors)."""
+    return hmac.new(signing_keys().current.encode(), purpose.encode(), hashlib.sha256).digest()
+
+
+# -- issuing --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    refresh_jti: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+        }
+
+
+def new_jti() -> str:
+    return str(uuid.uuid4())
+
+
+def issue_pair(user: User, family_id: str, refresh_jti: str) -> TokenPair:
+    claims = {"role": user.role, "gen": user.token_generation, "fam": family_id}
+    headers = {"kid": signing_keys().current_kid}
+    identity = str(user.id)
+    access = create_access_token(identity, additional_claims=claims, additional_headers=headers)
+    refresh = create_refresh_token(
+        identity, additional_claims={**claims, "jti": refresh_jti}, additional_headers=headers
+    )
+    expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
+    return TokenPair(access, refresh, int(expires.total_seconds()), refresh_jti)
+
+
+def refresh_expiry() -> dt.datetime:
+    return dt.datetime.now(dt.UTC) + current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
+
+
+# -- verifying ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of this request."""
+
+    user: User
+    claims: Mapping[str, Any]
+
+    @property
+    def id(self) -> int:
+        return self.user.id
+
+    @property
+    def role(self) -> Role:
+        return self.user.role_enum
+
+    @property
+    def family_id(self) -> str:
+        return str(self.claims["fam"])
+
+
+def authenticate(*, roles: Collection[Role] = (), refresh: bool = False) -> Principal:
+    """Verify the bearer token and the caller's role; raise 401/403 problems."""
+    verify_jwt_in_request(refresh=refresh)
+    principal: Principal = g.principal
+    if roles and principal.role not in roles:
+        AUTH_FAILURES.labels(reason="forbidden").inc()
+        raise Problem(
+            403,
+            f"Your role ({principal.role.value}) may not perform this operation.",
+            slug="forbidden",
+        )
+    return principal
+
+
+def current_principal() -> Principal:
+    return g.principal
+
+
+def optional_principal() -> Principal | None:
+    return g.get("principal")
+
+
+def peek_identity(authorization: str | None) -> tuple[int, Role] | None:
+    """Signature- and expiry-checked identity for rate-limit keys (no database).
+
+    Runs before the view, so it must be cheap; revocation is checked later by the view.
+    """
+    if not authorization or not authorization.startswith("Bearer "):
+        return None
+    token = authorization[7:].strip()
+    try:
+        header = pyjwt.get_unverified_header(token)
+        claims = pyjwt.decode(
+            token,
+            signing_keys().for_header(header),
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require": ["exp", "sub", "type", "role"]},
+        )
+        if claims.get("type") != "access":
+            return None
+        return int(claims["sub"]), Role(claims["role"])
+    except (pyjwt.PyJWTError, ValueError, KeyError):
+        return None
+
+
+# -- flask-jwt-extended wiring --------------------------------------------------------
+def _challenge(error: str | None, description: str) -> dict[str, str]:
+    if error is None:
+        return {"WWW-Authenticate": 'Bearer realm="statsapi"'}
+    safe = description.replace('"', "'")
+    return {"WWW-Authenticate": f'Bearer realm="statsapi", error="{error}", error_description="{safe}"'}
+
+
+def unauthorized(detail: str, *, token_sent: bool = True, reason: str = "invalid_token") -> Response:
+    AUTH_FAILURES.labels(reason=reason).inc()
+    return problem_response(
+        401,
+        detail,
+        slug="invalid-token",
+        headers=_challenge("invalid_token" if token_sent else None, detail),
+    )
+
+
+def _missing_token(_message: str) -> Response:
+    if request.headers.get("Authorization"):
+        return unauthorized("The Authorization header must be 'Bearer <token>'.", reason="malformed")
+    return unauthorized("A bearer token is required.", token_sent=False, reason="missing")
+
+
+def _invalid_token(message: str) -> Response:
+    # flask-jwt-extended's WrongTokenError messages: access and refresh never swap roles.
+    if message == "Only non-refresh tokens are allowed":
+        return unauthorized("An access token is required; a refresh token was sent.", reason="wrong_type")
+    if message == "Only refresh tokens are allowed":
+        return unauthorized("A refresh token is required; an access token was sent.", reason="wrong_type")
+    return unauthorized("The token is invalid.", reason="invalid")
+
+
+def _expired_token(_header: dict[str, Any], _data: dict[str, Any]) -> Response:
+    return unauthorized("The token has expired.", reason="expired")
+
+
+def _revoked_token(_header: dict[str, Any], _data: dict[str, Any]) -> Response:
+    return unauthorized("The token has been revoked.", reason="revoked")
+
+
+def _lookup_failed(_header: dict[str, Any], _data: dict[str, Any]) -> Response:
+    return unauthorized("The token's user no longer exists.", reason="revoked")
+
+
+def _claims_failed(_header: dict[str, Any], _data: dict[str, Any]) -> Response:
+    return unauthorized("The token lacks required claims.", reason="invalid")
+
+
+def _verify_claims(_header: dict[str, Any], data: dict[str, Any]) -> bool:
+    return all(claim in data for claim in REQUIRED_CLAIMS) and str(data["sub"]).isdigit()
+
+
+def _is_revoked(_header: dict[str, Any], data: dict[str, Any]) -> bool:
+    """One lookup per request: user, generation and family; stores the principal."""
+    from .token_state import load_auth_state
+
+    if not _verify_claims(_header, data):
+        AUTH_FAILURES.labels(reason="invalid").inc()
+        detail = "The token lacks required claims."
+        raise Problem(401, detail, slug="invalid-token", headers=_challenge("invalid_token", detail))
+    state = load_auth_state(int(data["sub"]), str(data["fam"]))
+    if state is None or not state.accepts(data):
+        return True
+    g.principal = Principal(state.user, data)
+    return False
+
+
+def _lookup_user(_header: dict[str, Any], _data: dict[str, Any]) -> User | None:
+    principal: Principal | None = g.get("principal")
+    return principal.user if principal else None
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    keys = SigningKeys.from_settings(settings)
+    app.extensions["statsapi.keys"] = keys
+    app.config.update(
+        JWT_SECRET_KEY=settings.jwt_secret_key,
+        JWT_ALGORITHM=ALGORITHM,
+        JWT_DECODE_ALGORITHMS=[ALGORITHM],
+        JWT_TOKEN_LOCATION=["headers"],
+        JWT_HEADER_TYPE="Bearer",
+        JWT_ACCESS_TOKEN_EXPIRES=dt.timedelta(minutes=settings.access_token_minutes),
+        JWT_REFRESH_TOKEN_EXPIRES=dt.timedelta(days=settings.refresh_token_days),
+        JWT_ENCODE_ISSUER=ISSUER,
+        JWT_DECODE_ISSUER=ISSUER,
+        JWT_ENCODE_AUDIENCE=AUDIENCE,
+        JWT_DECODE_AUDIENCE=AUDIENCE,
+        JWT_ERROR_MESSAGE_KEY="detail",
+        JWT_DECODE_LEEWAY=0,
+        JWT_COOKIE_CSRF_PROTECT=False,  # headers only: no cookies, no CSRF claim
+    )
+    jwt.init_app(app)
+    jwt.encode_key_loader(lambda _identity: signing_keys().current)
+    jwt.decode_key_loader(lambda header, _data: signing_keys().for_header(header))
+    jwt.unauthorized_loader(_missing_token)
+    jwt.invalid_token_loader(_invalid_token)
+    jwt.expired_token_loader(_expired_token)
+    jwt.revoked_token_loader(_revoked_token)
+    jwt.user_lookup_error_loader(_lookup_failed)
+    jwt.token_verification_loader(_verify_claims)
+    jwt.token_verification_failed_loader(_claims_failed)
+    jwt.token_in_blocklist_loader(_is_revoked)
+    jwt.user_lookup_loader(_lookup_user)

@@ -1,0 +1,106 @@
+"""Login, refresh rotation with reuse detection, logout and password change."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from ..db import rowcount, utcnow
+from ..models import TokenFamily, User
+from ..security import (
+    TokenPair,
+    hash_password,
+    issue_pair,
+    needs_rehash,
+    new_jti,
+    refresh_expiry,
+    verify_password,
+)
+from . import audit
+from .errors import AuthenticationFailed, InvalidInput, RefreshReuse
+from .users import find_by_username, revoke_all_tokens
+
+
+def login(session: Session, *, username: str, password: str) -> TokenPair:
+    """Same answer and the same work for an unknown user, a wrong password or a
+    deactivated account: one argon2 verification, then 401."""
+    user = find_by_username(session, username=username)
+    valid = verify_password(user.password_hash if user else None, password)
+    if user is None or not valid or not user.is_active:
+        raise AuthenticationFailed("The username or password is incorrect.")
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return start_session(session, user=user)
+
+
+def start_session(session: Session, *, user: User) -> TokenPair:
+    """A new login family and its first token pair (after the caller authenticated)."""
+    refresh_jti = new_jti()
+    family = TokenFamily(
+        id=str(uuid.uuid4()),
+        user_id=user.id,
+        current_refresh_jti=refresh_jti,
+        created_at=utcnow(),
+        expires_at=refresh_expiry(),
+    )
+    session.add(family)
+    session.flush()
+    return issue_pair(user, family.id, refresh_jti)
+
+
+def rotate(session: Session, *, user: User, family_id: str, presented_jti: str) -> TokenPair:
+    """Swap the family's current refresh token for a new one, atomically.
+
+    Compare-and-set on ``current_refresh_jti``: of two concurrent refreshes with one token
+    only one wins; the loser, like any replay of an old token, revokes the family.
+    """
+    new = new_jti()
+    now = utcnow()
+    swapped = rowcount(
+        session.execute(
+            update(TokenFamily)
+            .where(
+                TokenFamily.id == family_id,
+                TokenFamily.user_id == user.id,
+                TokenFamily.current_refresh_jti == presented_jti,
+                TokenFamily.revoked_at.is_(None),
+            )
+            .values(current_refresh_jti=new, rotated_at=now, expires_at=refresh_expiry())
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if swapped != 1:
+        revoke_family(session, family_id=family_id, reason="reuse")
+        raise RefreshReuse("This refresh token was already used; the session has been revoked.")
+    return issue_pair(user, family_id, new)
+
+
+def revoke_family(session: Session, *, family_id: str, reason: str) -> None:
+    session.execute(
+        update(TokenFamily)
+        .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def change_password(session: Session, *, user: User, current_password: str, new_password: str) -> None:
+    if not verify_password(user.password_hash, current_password):
+        raise InvalidInput("current_password", "The current password is incorrect.")
+    if new_password.lower() == user.username:
+        raise InvalidInput("new_password", "The password must differ from the username.")
+    before = user.snapshot()
+    user.password_hash = hash_password(new_password)
+    revoke_all_tokens(user)
+    session.flush()
+    audit.record(
+        session,
+        actor_id=user.id,
+        action="user.password_change",
+        target_type="user",
+        target_id=user.id,
+        before=before,
+        after={**user.snapshot(), "password_changed": True},
+    )

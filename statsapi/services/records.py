@@ -1,0 +1,237 @@
+"""Records: scoping by role, filters, keyset pages, writes with audit and versioning."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, and_, case, select, tuple_
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from ..db import mark_owners_changed, utcnow
+from ..models import Record, Role
+from ..money import ISO_4217, MoneyError, format_minor, parse_amount
+from . import audit
+from .errors import Forbidden, InvalidInput, NotFound, StaleVersion
+
+SelectT = TypeVar("SelectT", bound=Select[Any])
+
+GROUP_BY = ("category", "day", "month")
+WRITERS = frozenset({Role.USER, Role.ADMIN})
+
+# Amount filters compare in units of 10^-4 (the finest ISO 4217 precision), so one
+# bound works across currencies with 0, 2, 3 or 4 minor units.
+FILTER_DIGITS = 4
+_FILTER_AMOUNT = re.compile(r"^(-)?(0|[1-9][0-9]{0,12})(?:\.([0-9]{1,4}))?$")
+
+
+def parse_amount_filter(text: str) -> int:
+    match = _FILTER_AMOUNT.fullmatch(text)
+    if match is None:
+        raise MoneyError('must be a decimal string like "-12.50" with at most 4 decimal places')
+    sign, whole, fraction = match.groups()
+    value = int(whole) * 10**FILTER_DIGITS + int((fraction or "").ljust(FILTER_DIGITS, "0"))
+    return -value if sign else value
+
+
+def _scale_to_filter_units() -> Any:
+    """SQL: the factor taking ``amount_minor`` to 10^-4 units, by currency."""
+    by_digits: dict[int, list[str]] = {}
+    for code, digits in ISO_4217.items():
+        by_digits.setdefault(digits, []).append(code)
+    whens = [
+        (Record.currency.in_(sorted(codes)), 10 ** (FILTER_DIGITS - digits))
+        for digits, codes in sorted(by_digits.items())
+        if digits != 2
+    ]
+    return case(*whens, else_=10 ** (FILTER_DIGITS - 2))
+
+
+@dataclass(frozen=True)
+class RecordFilters:
+    category: str | None = None
+    currency: str | None = None
+    occurred_from: dt.datetime | None = None
+    occurred_to: dt.datetime | None = None
+    min_amount: int | None = None  # 10^-4 units
+    max_amount: int | None = None
+    owner_id: int | None = None
+
+    def normalised(self) -> dict[str, Any]:
+        """Stable, JSON-safe form for cache keys and cursor digests."""
+        return {
+            key: (value.isoformat() if isinstance(value, dt.datetime) else value)
+            for key, value in sorted(asdict(self).items())
+            if value is not None
+        }
+
+
+def scope_owner(*, role: Role, user_id: int, requested_owner_id: int | None) -> int | None:
+    """Whose records a caller sees: a user only its own; analysts and admins any owner or all."""
+    if role is Role.USER:
+        if requested_owner_id is not None:
+            raise Forbidden("owner_id is for analysts and admins; users always see their own records.")
+        return user_id
+    return requested_owner_id
+
+
+def apply_filters(query: SelectT, filters: RecordFilters, owner_id: int | None) -> SelectT:
+    conditions = []
+    if owner_id is not None:
+        conditions.append(Record.owner_id == owner_id)
+    if filters.category is not None:
+        conditions.append(Record.category == filters.category)
+    if filters.currency is not None:
+        conditions.append(Record.currency == filters.currency)
+    if filters.occurred_from is not None:
+        conditions.append(Record.occurred_at >= filters.occurred_from)
+    if filters.occurred_to is not None:
+        conditions.append(Record.occurred_at < filters.occurred_to)
+    if filters.min_amount is not None or filters.max_amount is not None:
+        conditions.extend(_amount_conditions(filters))
+    return query.where(and_(*conditions)) if conditions else query
+
+
+def _amount_conditions(filters: RecordFilters) -> list[Any]:
+    if filters.currency is not None:
+        # One currency: exact integer bounds in its minor units keep the index usable.
+        scale = 10 ** (FILTER_DIGITS - ISO_4217[filters.currency])
+        conditions = []
+        if filters.min_amount is not None:
+            conditions.append(Record.amount_minor >= -(-filters.min_amount // scale))
+        if filters.max_amount is not None:
+            conditions.append(Record.amount_minor <= filters.max_amount // scale)
+        return conditions
+    scaled = Record.amount_minor * _scale_to_filter_units()
+    conditions = []
+    if filters.min_amount is not None:
+        conditions.append(scaled >= filters.min_amount)
+    if filters.max_amount is not None:
+        conditions.append(scaled <= filters.max_amount)
+    return conditions
+
+
+def search(
+    session: Session,
+    *,
+    owner_id: int | None,
+    filters: RecordFilters,
+    limit: int,
+    after: tuple[dt.datetime, int] | None = None,
+) -> list[Record]:
+    """Newest first (``occurred_at``, then ``id``); ``limit + 1`` rows for paging."""
+    query = apply_filters(select(Record), filters, owner_id)
+    if after is not None:
+        query = query.where(tuple_(Record.occurred_at, Record.id) < tuple_(*after))
+    query = query.order_by(Record.occurred_at.desc(), Record.id.desc()).limit(limit + 1)
+    return list(session.scalars(query))
+
+
+def get_visible(session: Session, *, record_id: int, role: Role, user_id: int) -> Record:
+    """Another user's record is indistinguishable from a missing one (404)."""
+    record = session.get(Record, record_id)
+    if record is None or (role is Role.USER and record.owner_id != user_id):
+        raise NotFound(f"Record {record_id} was not found.")
+    return record
+
+
+def _new_record(owner_id: int, data: Mapping[str, Any], now: dt.datetime) -> Record:
+    return Record(
+        owner_id=owner_id,
+        amount_minor=parse_amount(data["amount"], data["currency"]),
+        currency=data["currency"],
+        category=data["category"],
+        occurred_at=data["occurred_at"],
+        description=data.get("description"),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def create(session: Session, *, owner_id: int, data: Mapping[str, Any]) -> Record:
+    record = _new_record(owner_id, data, utcnow())
+    session.add(record)
+    session.flush()
+    audit.record(
+        session,
+        actor_id=owner_id,
+        action="record.create",
+        target_type="record",
+        target_id=record.id,
+        after=record.snapshot(),
+    )
+    mark_owners_changed(session, [owner_id])
+    return record
+
+
+def create_many(session: Session, *, owner_id: int, items: Sequence[Mapping[str, Any]]) -> list[Record]:
+    """All or nothing: one transaction, one flush, one bulk audit insert."""
+    now = utcnow()
+    records = [_new_record(owner_id, data, now) for data in items]
+    session.add_all(records)
+    session.flush()
+    audit.record_many(
+        session,
+        actor_id=owner_id,
+        action="record.create",
+        target_type="record",
+        items=[(r.id, r.snapshot()) for r in records],
+    )
+    mark_owners_changed(session, [owner_id])
+    return records
+
+
+def update(session: Session, *, record: Record, actor_id: int, changes: Mapping[str, Any]) -> Record:
+    before = record.snapshot()
+    currency = changes.get("currency", record.currency)
+    if "amount" in changes or currency != record.currency:
+        amount_text = changes.get("amount", format_minor(record.amount_minor, record.currency))
+        try:
+            record.amount_minor = parse_amount(amount_text, currency)
+        except MoneyError as error:
+            raise InvalidInput("amount", f"{error}; send amount together with currency") from None
+        record.currency = currency
+    for name in ("category", "occurred_at", "description"):
+        if name in changes:
+            setattr(record, name, changes[name])
+    if not session.is_modified(record):
+        return record  # nothing changed: no new version, no audit noise
+    record.updated_at = utcnow()
+    _flush_versioned(session)
+    audit.record(
+        session,
+        actor_id=actor_id,
+        action="record.update",
+        target_type="record",
+        target_id=record.id,
+        before=before,
+        after=record.snapshot(),
+    )
+    mark_owners_changed(session, [record.owner_id])
+    return record
+
+
+def delete(session: Session, *, record: Record, actor_id: int) -> None:
+    snapshot, owner_id = record.snapshot(), record.owner_id
+    session.delete(record)
+    _flush_versioned(session)
+    audit.record(
+        session,
+        actor_id=actor_id,
+        action="record.delete",
+        target_type="record",
+        target_id=snapshot["id"],
+        before=snapshot,
+    )
+    mark_owners_changed(session, [owner_id])
+
+
+def _flush_versioned(session: Session) -> None:
+    try:
+        session.flush()
+    except StaleDataError:
+        raise StaleVersion("The record changed since you read it; fetch it again.") from None

@@ -1,0 +1,125 @@
+"""Statistics per currency, aggregated in SQL on PostgreSQL and SQLite alike.
+
+The database returns count, sum, min and max per currency (and per group) as exact
+integers of minor units; Python only formats them and derives the half-even average from
+the exact sum and count. Rows are never loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import String
+
+from ..db import utcnow
+from ..metrics import STATS_COMPUTATIONS
+from ..models import Record
+from ..money import format_average, format_minor
+from ..schemas.fields import format_utc
+from .records import RecordFilters, apply_filters
+
+
+class utc_day(FunctionElement[str]):  # noqa: N801 (SQL function naming)
+    """``YYYY-MM-DD`` of a UTC timestamp."""
+
+    type = String()
+    inherit_cache = True
+
+
+class utc_month(FunctionElement[str]):  # noqa: N801
+    """``YYYY-MM`` of a UTC timestamp."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(utc_day, "postgresql")
+def _pg_day(element: utc_day, compiler: Any, **kw: Any) -> str:
+    return f"to_char({compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+
+@compiles(utc_month, "postgresql")
+def _pg_month(element: utc_month, compiler: Any, **kw: Any) -> str:
+    return f"to_char({compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC', 'YYYY-MM')"
+
+
+@compiles(utc_day, "sqlite")
+def _sqlite_day(element: utc_day, compiler: Any, **kw: Any) -> str:
+    # SQLite holds the UTC value as text (see db.UTCDateTime).
+    return f"strftime('%Y-%m-%d', {compiler.process(element.clauses, **kw)})"
+
+
+@compiles(utc_month, "sqlite")
+def _sqlite_month(element: utc_month, compiler: Any, **kw: Any) -> str:
+    return f"strftime('%Y-%m', {compiler.process(element.clauses, **kw)})"
+
+
+def _group_key(group_by: str) -> ColumnElement[str]:
+    if group_by == "category":
+        return Record.category.expression
+    if group_by == "day":
+        return utc_day(Record.occurred_at)
+    return utc_month(Record.occurred_at)
+
+
+def _totals(currency: str, count: int, total: int, low: int, high: int) -> dict[str, Any]:
+    return {
+        "count": count,
+        "sum": format_minor(total, currency),
+        "avg": format_average(total, count, currency),
+        "min": format_minor(low, currency),
+        "max": format_minor(high, currency),
+    }
+
+
+def compute(
+    session: Session, *, owner_id: int | None, filters: RecordFilters, group_by: str | None
+) -> dict[str, Any]:
+    """The ``GET /api/stats`` body (JSON-ready).
+
+    With ``group_by``, one query aggregates per (group, currency) and the per-currency
+    totals are combined from those exact partial aggregates (sums add, min of mins...).
+    """
+    STATS_COMPUTATIONS.inc()
+    key = _group_key(group_by).label("group_key") if group_by else None
+    columns: list[Any] = [
+        *([key] if key is not None else []),
+        Record.currency,
+        func.count(),
+        func.sum(Record.amount_minor),
+        func.min(Record.amount_minor),
+        func.max(Record.amount_minor),
+    ]
+    grouping = [key, Record.currency] if key is not None else [Record.currency]
+    query: Select[Any] = select(*columns)
+    query = apply_filters(query, filters, owner_id).group_by(*grouping).order_by(*grouping)
+
+    per_currency: dict[str, list[int]] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    for row in session.execute(query):
+        group: str | None = row[0] if key is not None else None
+        currency: str = row[-5]
+        # PostgreSQL returns sum(bigint) as numeric: normalise every figure to int.
+        count, total, low, high = (int(value) for value in row[-4:])
+        acc = per_currency.setdefault(currency, [0, 0, low, high])
+        acc[0] += count
+        acc[1] += total
+        acc[2] = min(acc[2], low)
+        acc[3] = max(acc[3], high)
+        if group is not None:
+            entry = groups.setdefault(group, {"key": group, "record_count": 0, "totals": {}})
+            entry["totals"][currency] = _totals(currency, count, total, low, high)
+            entry["record_count"] += count
+
+    body: dict[str, Any] = {
+        "totals": {cur: _totals(cur, *acc) for cur, acc in sorted(per_currency.items())},
+        "record_count": sum(acc[0] for acc in per_currency.values()),
+    }
+    if group_by is not None:
+        body["groups"] = list(groups.values())
+    body["generated_at"] = format_utc(utcnow())
+    return body
