@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 from .conditional import content_etag
 from .metrics import CACHE_REQUESTS
 from .pagination import filters_digest
+from .redis_client import RedisConnection, RedisUnavailable
 
 WAIT_FOR_LEADER_SECONDS = 5.0
 
@@ -199,3 +201,153 @@ class MemoryBackend:
         with self._guard:
             for scope in scopes:
                 self._versions[scope] = self._versions.get(scope, 0) + 1
+
+
+# -- Redis ----------------------------------------------------------------------------
+# One round trip per lookup: read (or create) the scope's version, read the entry under
+# that version, and on a miss try to take the computation lock, all atomically.
+_LOOKUP = """
+local version = redis.call('GET', KEYS[1])
+if not version then
+    version = ARGV[3]
+    redis.call('SET', KEYS[1], version)
+end
+local entry = ARGV[1] .. version .. ':' .. ARGV[2]
+local value = redis.call('GET', entry)
+if value then
+    return {version, value, 0}
+end
+local leader = redis.call('SET', entry .. ':lock', ARGV[4], 'NX', 'PX', ARGV[5])
+return {version, false, leader and 1 or 0}
+"""
+
+# Store the value and release our lock (only ours) in one round trip.
+_STORE = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[3] then
+    redis.call('DEL', KEYS[2])
+end
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+LOCK_MILLISECONDS = 10_000
+WAIT_POLL_SECONDS = 0.02
+
+
+class RedisBackend:
+    """Shared by every worker and instance. Versions are random tokens, not counters, so
+    a version key lost to eviction or a restart can never revive an old entry."""
+
+    def __init__(self, connection: RedisConnection) -> None:
+        self.redis = connection
+        self._lookup = connection.client.register_script(_LOOKUP)
+        self._store = connection.client.register_script(_STORE)
+        self._release = connection.client.register_script(_RELEASE)
+        self._token = uuid.uuid4().hex
+        # Scopes whose version bump failed (Redis down): replayed when it answers again.
+        self._pending: set[str] = set()
+        self._pending_lock = threading.Lock()
+        connection.on_recover(self._replay_pending)
+
+    def _version_key(self, scope: str) -> str:
+        return self.redis.key("stats", "v", scope)
+
+    def _entry_prefix(self, scope: str) -> str:
+        return self.redis.key("stats", "e", scope, "")
+
+    def _entry(self, scope: str, lookup: Lookup, digest: str) -> str:
+        return f"{self._entry_prefix(scope)}{lookup.version}:{digest}"
+
+    def lookup(self, scope: str, digest: str) -> Lookup:
+        try:
+            if self._pending:
+                # Entries of these scopes may be stale until their bump lands: bypass.
+                self._replay_pending()
+            version, value, leader = self.redis.call(
+                lambda _: self._lookup(
+                    keys=[self._version_key(scope)],
+                    args=[
+                        self._entry_prefix(scope),
+                        digest,
+                        uuid.uuid4().hex,
+                        self._token,
+                        LOCK_MILLISECONDS,
+                    ],
+                )
+            )
+        except RedisUnavailable as error:
+            raise CacheUnavailable(str(error)) from error
+        return Lookup(version.decode(), value, leader=bool(leader))
+
+    def store(self, scope: str, lookup: Lookup, digest: str, value: bytes, ttl: int) -> None:
+        entry = self._entry(scope, lookup, digest)
+        try:
+            self.redis.call(
+                lambda _: self._store(keys=[entry, f"{entry}:lock"], args=[value, ttl, self._token])
+            )
+        except RedisUnavailable as error:
+            raise CacheUnavailable(str(error)) from error
+
+    def wait(self, scope: str, lookup: Lookup, digest: str, timeout: float) -> bytes | None:
+        entry = self._entry(scope, lookup, digest)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                value, locked = self.redis.call(
+                    lambda client: (
+                        client.pipeline(transaction=False).get(entry).exists(f"{entry}:lock").execute()
+                    )
+                )
+            except RedisUnavailable as error:
+                raise CacheUnavailable(str(error)) from error
+            if value is not None:
+                return value
+            if not locked:
+                return None  # the leader gave up: compute ourselves
+            time.sleep(WAIT_POLL_SECONDS)
+        return None
+
+    def abandon(self, scope: str, lookup: Lookup, digest: str) -> None:
+        entry = self._entry(scope, lookup, digest)
+        try:
+            self.redis.call(lambda _: self._release(keys=[f"{entry}:lock"], args=[self._token]))
+        except RedisUnavailable as error:
+            raise CacheUnavailable(str(error)) from error
+
+    def bump(self, scopes: Iterable[str]) -> None:
+        scopes = set(scopes)
+        try:
+            self._bump(scopes)
+        except RedisUnavailable:
+            # Nobody is served from the cache while Redis is down (lookups bypass it);
+            # the bump is replayed before this process uses the cache again.
+            with self._pending_lock:
+                self._pending |= scopes
+
+    def _bump(self, scopes: set[str]) -> None:
+        def run(client: Any) -> None:
+            pipe = client.pipeline(transaction=False)
+            for scope in sorted(scopes):
+                pipe.set(self._version_key(scope), uuid.uuid4().hex)
+            pipe.execute()
+
+        self.redis.call(run)
+
+    def _replay_pending(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, set()
+        if not pending:
+            return
+        try:
+            self._bump(pending)
+        except RedisUnavailable:
+            with self._pending_lock:
+                self._pending |= pending
+            raise

@@ -39,6 +39,7 @@ from .config import Settings
 from .errors import Problem, problem_response
 from .metrics import AUTH_FAILURES
 from .models import Role, User
+from .token_state import AuthState, load_auth_state
 
 log = logging.getLogger(__name__)
 
@@ -141,24 +142,37 @@ def refresh_expiry() -> dt.datetime:
 
 
 # -- verifying ------------------------------------------------------------------------
-@dataclass(frozen=True)
 class Principal:
     """The authenticated caller of this request."""
 
-    user: User
-    claims: Mapping[str, Any]
+    def __init__(self, state: AuthState, claims: Mapping[str, Any]) -> None:
+        self.state = state
+        self.claims = claims
+        self._user = state.user
 
     @property
     def id(self) -> int:
-        return self.user.id
+        return self.state.user_id
 
     @property
     def role(self) -> Role:
-        return self.user.role_enum
+        return Role(self.state.role)
 
     @property
     def family_id(self) -> str:
         return str(self.claims["fam"])
+
+    @property
+    def user(self) -> User:
+        """The user row, loaded on first use (the cached auth path never needs it)."""
+        if self._user is None:
+            from . import db
+
+            user = db.session().get(User, self.id)
+            if user is None:
+                raise Problem(401, "The token's user no longer exists.", slug="invalid-token")
+            self._user = user
+        return self._user
 
 
 def authenticate(*, roles: Collection[Role] = (), refresh: bool = False) -> Principal:
@@ -249,10 +263,6 @@ def _revoked_token(_header: dict[str, Any], _data: dict[str, Any]) -> Response:
     return unauthorized("The token has been revoked.", reason="revoked")
 
 
-def _lookup_failed(_header: dict[str, Any], _data: dict[str, Any]) -> Response:
-    return unauthorized("The token's user no longer exists.", reason="revoked")
-
-
 def _claims_failed(_header: dict[str, Any], _data: dict[str, Any]) -> Response:
     return unauthorized("The token lacks required claims.", reason="invalid")
 
@@ -263,8 +273,6 @@ def _verify_claims(_header: dict[str, Any], data: dict[str, Any]) -> bool:
 
 def _is_revoked(_header: dict[str, Any], data: dict[str, Any]) -> bool:
     """One lookup per request: user, generation and family; stores the principal."""
-    from .token_state import load_auth_state
-
     if not _verify_claims(_header, data):
         AUTH_FAILURES.labels(reason="invalid").inc()
         detail = "The token lacks required claims."
@@ -272,13 +280,8 @@ def _is_revoked(_header: dict[str, Any], data: dict[str, Any]) -> bool:
     state = load_auth_state(int(data["sub"]), str(data["fam"]))
     if state is None or not state.accepts(data):
         return True
-    g.principal = Principal(state.user, data)
+    g.principal = Principal(state, data)
     return False
-
-
-def _lookup_user(_header: dict[str, Any], _data: dict[str, Any]) -> User | None:
-    principal: Principal | None = g.get("principal")
-    return principal.user if principal else None
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -307,8 +310,6 @@ def init_app(app: Flask, settings: Settings) -> None:
     jwt.invalid_token_loader(_invalid_token)
     jwt.expired_token_loader(_expired_token)
     jwt.revoked_token_loader(_revoked_token)
-    jwt.user_lookup_error_loader(_lookup_failed)
     jwt.token_verification_loader(_verify_claims)
     jwt.token_verification_failed_loader(_claims_failed)
     jwt.token_in_blocklist_loader(_is_revoked)
-    jwt.user_lookup_loader(_lookup_user)

@@ -18,6 +18,7 @@ from ..security import (
     refresh_expiry,
     verify_password,
 )
+from ..token_state import note_family_revoked
 from . import audit
 from .errors import AuthenticationFailed, InvalidInput, RefreshReuse
 from .users import find_by_username, revoke_all_tokens
@@ -78,6 +79,7 @@ def rotate(session: Session, *, user: User, family_id: str, presented_jti: str) 
 
 
 def revoke_family(session: Session, *, family_id: str, reason: str) -> None:
+    note_family_revoked(session, family_id)
     session.execute(
         update(TokenFamily)
         .where(TokenFamily.id == family_id, TokenFamily.revoked_at.is_(None))

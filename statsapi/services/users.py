@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from ..db import utcnow
 from ..models import Role, User
 from ..security import hash_password
+from ..token_state import note_user_changed
 from . import audit
 from .errors import Conflict, NotFound
 
@@ -68,6 +69,7 @@ def revoke_all_tokens(user: User) -> None:
     """Every token issued before now stops working on its next request."""
     user.token_generation = user.token_generation + 1
     user.updated_at = utcnow()
+    note_user_changed(user)
 
 
 def _ensure_another_admin(session: Session, user: User) -> None:

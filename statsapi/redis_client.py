@@ -1,0 +1,123 @@
+"""The shared Redis connection, with short timeouts and a circuit breaker.
+
+Redis is an accelerator (SPEC §5): when it fails, callers get ``RedisUnavailable`` at
+once and fall back to PostgreSQL. After a failure the breaker stays open for a short,
+growing interval (no request waits on a dead Redis), then the next call tries again;
+success closes it. Every transition is logged once and exported as metrics, and
+``/ready`` reports ``degraded`` with the reason while it is open.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+
+from .metrics import DEGRADED_EVENTS, DEPENDENCY_UP
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRY_AFTER_MIN, RETRY_AFTER_MAX = 0.5, 5.0
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer (or the breaker is open); use the fallback path."""
+
+
+class RedisConnection:
+    def __init__(self, url: str, *, prefix: str, timeout: float) -> None:
+        self.prefix = prefix
+        self.client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+            retry_on_timeout=False,
+        )
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._backoff = RETRY_AFTER_MIN
+        self.last_error: str | None = None
+        self._on_recover: list[Callable[[], None]] = []
+        DEPENDENCY_UP.labels(dependency="redis").set(1)
+
+    def key(self, *parts: object) -> str:
+        return self.prefix + ":".join(str(p) for p in parts)
+
+    @property
+    def is_down(self) -> bool:
+        return self._down_since is not None
+
+    def on_recover(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after Redis answers again (e.g. replay invalidations)."""
+        self._on_recover.append(callback)
+
+    def call(self, operation: Callable[[Any], T]) -> T:
+        """Run ``operation(client)``; raise RedisUnavailable on failure or open breaker."""
+        if self._down_since is not None and time.monotonic() < self._retry_at:
+            raise RedisUnavailable(self.last_error or "redis unavailable")
+        try:
+            result = operation(self.client)
+        except (redis.RedisError, OSError) as error:
+            self._failed(error)
+            raise RedisUnavailable(str(error)) from error
+        if self._down_since is not None:
+            self._recovered()
+        return result
+
+    def probe(self) -> tuple[bool, str | None]:
+        """A real PING for /ready (ignores the breaker's waiting time)."""
+        try:
+            self.client.ping()
+        except (redis.RedisError, OSError) as error:
+            self._failed(error)
+            return False, self.last_error
+        if self._down_since is not None:
+            self._recovered()
+        return True, None
+
+    def _failed(self, error: BaseException) -> None:
+        with self._lock:
+            self.last_error = f"{error.__class__.__name__}: {error}"[:200]
+            now = time.monotonic()
+            if self._down_since is None:
+                self._down_since = now
+                self._backoff = RETRY_AFTER_MIN
+                DEPENDENCY_UP.labels(dependency="redis").set(0)
+                DEGRADED_EVENTS.labels(dependency="redis").inc()
+                log.warning(
+                    "redis unavailable: degraded mode (database fallback, per-process limits)",
+                    extra={"dependency": "redis", "reason": self.last_error},
+                )
+            else:
+                self._backoff = min(self._backoff * 2, RETRY_AFTER_MAX)
+            self._retry_at = now + self._backoff
+
+    def _recovered(self) -> None:
+        with self._lock:
+            if self._down_since is None:
+                return
+            outage = time.monotonic() - self._down_since
+            self._down_since = None
+            self.last_error = None
+            DEPENDENCY_UP.labels(dependency="redis").set(1)
+        log.info("redis recovered", extra={"dependency": "redis", "outage_seconds": round(outage, 2)})
+        for callback in self._on_recover:
+            try:
+                callback()
+            except RedisUnavailable:
+                break
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def script(connection: RedisConnection, source: str) -> Any:
+    """Register a Lua script (EVALSHA, falling back to EVAL after a Redis restart)."""
+    return connection.client.register_script(source)
