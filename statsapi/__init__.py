@@ -89,7 +89,13 @@ def _spec_options() -> dict[str, Any]:
             "contact": {"name": "statsapi maintainers", "url": "https://github.com/statsapi/statsapi"},
             "license": {"name": "Proprietary"},
         },
-        "servers": [{"url": "/", "description": "This server"}],
+        "servers": [
+            {
+                "url": "/",
+                "description": "This deployment (local, staging or production: the host serving this document).",
+                "x-internal": False,
+            }
+        ],
     }
 
 

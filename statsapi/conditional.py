@@ -74,7 +74,7 @@ def documents_if_match(*, required: bool) -> Callable[[F], F]:
                 "in": "header",
                 "name": "If-Match",
                 "required": required,
-                "schema": {"type": "string"},
+                "schema": {"type": "string", "maxLength": 1024},
                 "description": "The ETag from your last read; a stale one gets 412"
                 + (", none gets 428." if required else "."),
             },
@@ -91,11 +91,22 @@ def documents_if_none_match(func: F) -> F:
             "in": "header",
             "name": "If-None-Match",
             "required": False,
-            "schema": {"type": "string"},
+            "schema": {"type": "string", "maxLength": 1024},
             "description": "An ETag you hold; 304 Not Modified when it is still current.",
         },
         (304,),
     )
 
 
-ETAG_HEADER = {"ETag": {"description": "Entity tag of this representation.", "schema": {"type": "string"}}}
+ETAG_HEADER = {
+    "ETag": {
+        "description": "Entity tag of this representation.",
+        "schema": {"type": "string", "maxLength": 128, "pattern": '^"[A-Za-z0-9-]+"$'},
+    }
+}
+LOCATION_HEADER = {
+    "Location": {
+        "description": "URL of the created resource.",
+        "schema": {"type": "string", "format": "uri-reference", "maxLength": 2048},
+    }
+}

@@ -71,6 +71,11 @@ def _looks_placeholder(secret: str) -> bool:
     normalised = secret.strip().lower()
     if normalised in PLACEHOLDER_SECRETS:
         return True
+    # "changeme-changeme-changeme-changeme" is as known as "changeme": look inside too
+    # (words of 6+ letters only, which random keys practically never contain).
+    letters = re.sub(r"[^a-z0-9]", "", normalised)
+    if any(len(word) >= 6 and re.sub(r"[^a-z0-9]", "", word) in letters for word in PLACEHOLDER_SECRETS):
+        return True
     # "aaaaaaaa...", "xxxx..." and the like carry no entropy whatever their length.
     return len(set(normalised)) < 8
 

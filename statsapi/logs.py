@@ -46,8 +46,10 @@ def configure(level: str) -> None:
         )
     )
     handler.addFilter(RequestContextFilter())
+    handler.statsapi = True  # type: ignore[attr-defined]
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace our own earlier handler (apps built again, e.g. in tests), keep others'.
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "statsapi", False)] + [handler]
     root.setLevel(level)
     # werkzeug's dev-server access log would duplicate ours.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -30,7 +30,7 @@ from .models import Role
 from .security import peek_identity
 
 LOGIN_ENDPOINT = "auth.Login"
-EXEMPT_ENDPOINTS = frozenset({"ops.health", "metrics", "docs.asset", "static"})
+EXEMPT_ENDPOINTS = frozenset({"ops.Health", "metrics", "docs.asset", "static"})
 _GRANULARITY_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
 
 

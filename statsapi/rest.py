@@ -23,6 +23,7 @@ import flask_smorest
 import marshmallow as ma
 from flask import Response, g
 from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.routing import IntegerConverter, UnicodeConverter
 
 from . import db
 from .errors import PROBLEM_MEDIA_TYPE, Problem
@@ -32,33 +33,68 @@ F = Callable[..., Any]
 
 BEARER_SCHEME = "bearerAuth"
 
-RATE_LIMIT_HEADERS = {
-    "RateLimit-Policy": 'Quota policies that apply (IETF draft), e.g. `"user-minute";q=300;w=60`.',
-    "RateLimit": 'Remaining quota and seconds to reset (IETF draft), e.g. `"user-minute";r=299;t=42`.',
-    "X-RateLimit-Limit": "Requests allowed in the current window.",
-    "X-RateLimit-Remaining": "Requests left in the current window.",
-    "X-RateLimit-Reset": "Unix time at which the current window resets.",
+_UNIX_TIME = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1}
+_QUOTA = {"type": "integer", "format": "int32", "minimum": 0, "maximum": 2**31 - 1}
+RATE_LIMIT_HEADERS: dict[str, dict[str, Any]] = {
+    "RateLimit-Policy": {
+        "description": 'Quota policies that apply (IETF draft), e.g. `"user-minute";q=300;w=60`.',
+        "schema": {"type": "string", "maxLength": 256, "pattern": '^"[a-z-]+";q=[0-9]+;w=[0-9]+'},
+    },
+    "RateLimit": {
+        "description": 'Remaining quota and seconds to reset (IETF draft), e.g. `"user-minute";r=299;t=42`.',
+        "schema": {"type": "string", "maxLength": 128, "pattern": '^"[a-z-]+";r=[0-9]+;t=[0-9]+$'},
+    },
+    "X-RateLimit-Limit": {"description": "Requests allowed in the current window.", "schema": _QUOTA},
+    "X-RateLimit-Remaining": {"description": "Requests left in the current window.", "schema": _QUOTA},
+    "X-RateLimit-Reset": {
+        "description": "Unix time at which the current window resets.",
+        "schema": _UNIX_TIME,
+    },
 }
+RETRY_AFTER = {
+    "description": "Seconds to wait before retrying.",
+    "schema": {"type": "integer", "format": "int32", "minimum": 0, "maximum": 86400},
+}
+RATE_LIMIT_HEADER_REFS = {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_LIMIT_HEADERS}
 
 
 class ProblemSchema(ma.Schema):
     """RFC 9457 problem details."""
 
     type = ma.fields.String(
-        required=True, metadata={"description": "URI reference identifying the problem type."}
+        required=True,
+        metadata={
+            "description": "URI reference identifying the problem type.",
+            "format": "uri-reference",
+            "maxLength": 256,
+        },
     )
-    title = ma.fields.String(required=True, metadata={"description": "Short summary of the problem type."})
-    status = ma.fields.Integer(required=True, metadata={"description": "HTTP status code."})
+    title = ma.fields.String(
+        required=True, metadata={"description": "Short summary of the problem type.", "maxLength": 128}
+    )
+    status = ma.fields.Integer(
+        required=True,
+        metadata={"description": "HTTP status code.", "format": "int32", "minimum": 400, "maximum": 599},
+    )
     detail = ma.fields.String(
-        required=True, metadata={"description": "Explanation specific to this occurrence."}
+        required=True,
+        metadata={"description": "Explanation specific to this occurrence.", "maxLength": 2048},
     )
-    instance = ma.fields.String(metadata={"description": "The request path."})
+    instance = ma.fields.String(
+        metadata={"description": "The request path.", "format": "uri-reference", "maxLength": 2048}
+    )
     errors = ma.fields.Dict(
-        keys=ma.fields.String(),
-        values=ma.fields.List(ma.fields.String()),
+        keys=ma.fields.String(metadata={"maxLength": 256}),
+        values=ma.fields.List(ma.fields.String(metadata={"maxLength": 1024}), metadata={"maxItems": 100}),
         metadata={"description": "Field errors: dotted field path → messages."},
     )
-    request_id = ma.fields.String(metadata={"description": "Correlates with the server's logs."})
+    request_id = ma.fields.String(
+        metadata={
+            "description": "Correlates with the server's logs.",
+            "maxLength": 128,
+            "pattern": "^[A-Za-z0-9._:-]{1,128}$",
+        }
+    )
 
 
 class Api(flask_smorest.Api):
@@ -82,7 +118,11 @@ class Api(flask_smorest.Api):
             response: dict[str, Any] = {"description": status.phrase}
             if status >= 400:
                 response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": ProblemSchema}}
-                headers = _ERROR_HEADERS.get(int(status))
+                # Limited requests carry the rate-limit headers whatever their outcome.
+                headers = {
+                    **(RATE_LIMIT_HEADER_REFS if status < 500 else {}),
+                    **_ERROR_HEADERS.get(status, {}),
+                }
                 if headers:
                     response["headers"] = headers
             self.spec.components.response(status.name, response, lazy=True)
@@ -95,28 +135,41 @@ class Api(flask_smorest.Api):
                 "type": "http",
                 "scheme": "bearer",
                 "bearerFormat": "JWT",
-                "description": "Access token from `POST /api/auth/login` (refresh tokens are refused).",
+                "description": (
+                    "Access token from `POST /api/auth/login` (refresh tokens are refused). "
+                    "Tokens follow RFC8725 (JWT best current practices): the algorithm is pinned "
+                    "to HS256 (`none` refused), `iss`, `aud`, `exp` and `typ`-like `type` claims "
+                    "are checked, keys are selected by `kid`, and tokens are revocable."
+                ),
             },
         )
-        for name, description in RATE_LIMIT_HEADERS.items():
-            self.spec.components.header(
-                name, {"description": description, "schema": {"type": "string"}}, lazy=True
-            )
+        for name, header in RATE_LIMIT_HEADERS.items():
+            self.spec.components.header(name, header, lazy=True)
+        self.register_converter(
+            UnicodeConverter, lambda _converter: {"type": "string", "maxLength": 64, "pattern": "^[a-z-]+$"}
+        )
+        # Path ids are positive 64-bit integers.
+        self.register_converter(
+            IntegerConverter,
+            lambda _converter: {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1},
+        )
 
 
 _ERROR_HEADERS: dict[int, dict[str, Any]] = {
     401: {
         "WWW-Authenticate": {
             "description": 'Bearer challenge; `error="invalid_token"` when a token was sent.',
-            "schema": {"type": "string"},
+            "schema": {"type": "string", "maxLength": 512, "pattern": "^Bearer "},
         }
     },
-    405: {"Allow": {"description": "Methods this URL supports.", "schema": {"type": "string"}}},
-    429: {
-        "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}},
-        **{name: {"$ref": f"#/components/headers/{name}"} for name in RATE_LIMIT_HEADERS},
+    405: {
+        "Allow": {
+            "description": "Methods this URL supports.",
+            "schema": {"type": "string", "maxLength": 128, "pattern": "^[A-Z, ]+$"},
+        }
     },
-    503: {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}},
+    429: {"Retry-After": RETRY_AFTER},
+    503: {"Retry-After": RETRY_AFTER},
 }
 
 
@@ -161,6 +214,10 @@ class Blueprint(flask_smorest.Blueprint):
                 db.commit()
                 return response
 
+            # "RecordById.patch" → operationId "patchRecordById": stable, readable, unique.
+            view, _, method = func.__qualname__.rpartition(".")
+            manual = wrapper._apidoc.setdefault("manual_doc", {})  # type: ignore[attr-defined]
+            manual.setdefault("operationId", f"{method}{view}")
             return wrapper
 
         return decorator
@@ -220,9 +277,11 @@ class Blueprint(flask_smorest.Blueprint):
 
     @staticmethod
     def _prepare_rate_limit_doc(doc: dict[str, Any], doc_info: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """Every operation: 500 (problem, no internals); limited ones: 429 and the headers."""
+        responses = doc.setdefault("responses", {})
+        responses.setdefault(500, "INTERNAL_SERVER_ERROR")
         if doc_info.get("rate_limit_exempt"):
             return doc
-        responses = doc.setdefault("responses", {})
         for status, response in responses.items():
             if isinstance(response, dict) and str(status).startswith(("2", "3")):
                 headers = response.setdefault("headers", {})

@@ -268,7 +268,21 @@ def _claims_failed(_header: dict[str, Any], _data: dict[str, Any]) -> Response:
 
 
 def _verify_claims(_header: dict[str, Any], data: dict[str, Any]) -> bool:
-    return all(claim in data for claim in REQUIRED_CLAIMS) and str(data["sub"]).isdigit()
+    return (
+        all(claim in data for claim in REQUIRED_CLAIMS)
+        and str(data["sub"]).isdigit()
+        and data["type"] in ("access", "refresh")
+    )
+
+
+def _decode_key(header: dict[str, Any], raw_claims: dict[str, Any]) -> str:
+    # flask-jwt-extended fills in a missing ``type`` ("access") and ``jti`` (None) after
+    # decoding, so the claims are checked here, as the token carries them.
+    if not all(claim in raw_claims for claim in REQUIRED_CLAIMS):
+        AUTH_FAILURES.labels(reason="invalid").inc()
+        detail = "The token lacks required claims."
+        raise Problem(401, detail, slug="invalid-token", headers=_challenge("invalid_token", detail))
+    return signing_keys().for_header(header)
 
 
 def _is_revoked(_header: dict[str, Any], data: dict[str, Any]) -> bool:
@@ -305,7 +319,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     )
     jwt.init_app(app)
     jwt.encode_key_loader(lambda _identity: signing_keys().current)
-    jwt.decode_key_loader(lambda header, _data: signing_keys().for_header(header))
+    jwt.decode_key_loader(_decode_key)
     jwt.unauthorized_loader(_missing_token)
     jwt.invalid_token_loader(_invalid_token)
     jwt.expired_token_loader(_expired_token)

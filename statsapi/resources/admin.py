@@ -6,6 +6,7 @@ from flask import Response, url_for
 from flask.views import MethodView
 
 from .. import db
+from ..conditional import LOCATION_HEADER
 from ..models import Role
 from ..pagination import CursorCodec, page_body
 from ..rest import Blueprint
@@ -51,7 +52,7 @@ class Users(MethodView):
     @blp.response(
         201,
         UserSchema,
-        headers={"Location": {"description": "URL of the new user.", "schema": {"type": "string"}}},
+        headers=LOCATION_HEADER,
     )
     @blp.errors(409)
     def post(self, data: dict[str, Any]) -> Any:

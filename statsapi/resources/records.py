@@ -9,6 +9,7 @@ from flask.views import MethodView
 from .. import db
 from ..conditional import (
     ETAG_HEADER,
+    LOCATION_HEADER,
     documents_if_match,
     documents_if_none_match,
     not_modified,
@@ -35,7 +36,6 @@ from ..services.records import WRITERS
 blp = Blueprint("records", __name__, url_prefix="/api/records", description="Financial transaction records.")
 
 READERS = frozenset(Role)
-LOCATION = {"Location": {"description": "URL of the new record.", "schema": {"type": "string"}}}
 
 
 def etag_of(record: Record) -> str:
@@ -76,7 +76,7 @@ class Records(MethodView):
     @blp.auth_required(*WRITERS)
     @blp.arguments(RecordCreateSchema)
     @idempotent("records.create")
-    @blp.response(201, RecordSchema, headers={**LOCATION, **ETAG_HEADER})
+    @blp.response(201, RecordSchema, headers={**LOCATION_HEADER, **ETAG_HEADER})
     def post(self, data: dict[str, Any]) -> Any:
         """Create a record owned by you."""
         record = record_service.create(db.session(), owner_id=current_principal().id, data=data)

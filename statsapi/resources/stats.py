@@ -7,7 +7,7 @@ from flask.views import MethodView
 
 from .. import db
 from ..backends import stats_cache
-from ..conditional import documents_if_none_match, not_modified
+from ..conditional import ETAG_HEADER, documents_if_none_match, not_modified
 from ..models import Role
 from ..rest import Blueprint
 from ..schemas.records import StatsQueryArgsSchema, StatsSchema
@@ -18,10 +18,7 @@ from ..services import stats as stats_service
 blp = Blueprint("stats", __name__, url_prefix="/api/stats", description="Totals per currency, cached.")
 
 STATS_HEADERS = {
-    "ETag": {
-        "description": "Entity tag of this result; send it as If-None-Match.",
-        "schema": {"type": "string"},
-    },
+    "ETag": {**ETAG_HEADER["ETag"], "description": "Entity tag of this result; send it as If-None-Match."},
     "X-Cache": {
         "description": "HIT when served from the cache, MISS when computed.",
         "schema": {"type": "string", "enum": ["HIT", "MISS"]},

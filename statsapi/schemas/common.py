@@ -16,12 +16,15 @@ class PageArgsSchema(StrictSchema):
     limit = ma.fields.Integer(
         load_default=DEFAULT_LIMIT,
         validate=ma.validate.Range(min=1, max=MAX_LIMIT),
-        metadata={"description": f"Page size, 1–{MAX_LIMIT}."},
+        metadata={"description": f"Page size, 1–{MAX_LIMIT}.", "format": "int32"},
     )
     cursor = ma.fields.String(
         load_default=None,
         validate=ma.validate.Length(max=512),
-        metadata={"description": "Opaque cursor from the previous page's `next_cursor`."},
+        metadata={
+            "description": "Opaque cursor from the previous page's `next_cursor`.",
+            "pattern": "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$",
+        },
     )
 
 
@@ -31,11 +34,17 @@ def page_schema(item_schema: type[ma.Schema], name: str) -> type[ma.Schema]:
         name,
         (ma.Schema,),
         {
-            "items": ma.fields.List(ma.fields.Nested(item_schema), required=True),
+            "items": ma.fields.List(
+                ma.fields.Nested(item_schema), required=True, metadata={"maxItems": MAX_LIMIT}
+            ),
             "next_cursor": ma.fields.String(
                 required=True,
                 allow_none=True,
-                metadata={"description": "Pass as `cursor` for the next page; null on the last page."},
+                metadata={
+                    "description": "Pass as `cursor` for the next page; null on the last page.",
+                    "maxLength": 512,
+                    "pattern": "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$",
+                },
             ),
         },
     )

@@ -6,8 +6,9 @@ import marshmallow as ma
 
 from ..money import MoneyError, parse_amount
 from ..services.records import GROUP_BY, RecordFilters, parse_amount_filter
+from ..services.stats import MAX_GROUPS
 from .common import PageArgsSchema, StrictSchema, page_schema
-from .fields import CleanText, CurrencyCode, DecimalString, RFC3339DateTime
+from .fields import INT64_MAX, CleanText, Count, CurrencyCode, DecimalString, Id, RFC3339DateTime, Text
 
 MAX_BATCH = 1000
 
@@ -15,16 +16,23 @@ MAX_BATCH = 1000
 class RecordSchema(ma.Schema):
     """A financial transaction as the API returns it."""
 
-    id = ma.fields.Integer(dump_only=True)
-    owner_id = ma.fields.Integer(dump_only=True)
+    id = Id(dump_only=True)
+    owner_id = Id(dump_only=True)
     amount = DecimalString(metadata={"description": "Signed decimal string in the currency's minor units."})
-    currency = ma.fields.String(metadata={"description": "ISO 4217 code.", "example": "EUR"})
-    category = ma.fields.String(metadata={"example": "groceries"})
+    currency = Text(3, metadata={"description": "ISO 4217 code.", "example": "EUR", "pattern": "^[A-Z]{3}$"})
+    category = Text(64, metadata={"example": "groceries"})
     occurred_at = RFC3339DateTime(metadata={"description": "When it happened, in UTC."})
-    description = ma.fields.String(allow_none=True)
+    description = Text(500, allow_none=True)
     created_at = RFC3339DateTime()
     updated_at = RFC3339DateTime()
-    version = ma.fields.Integer(metadata={"description": "Increments on every change (see ETag)."})
+    version = ma.fields.Integer(
+        metadata={
+            "description": "Increments on every change (see ETag).",
+            "format": "int32",
+            "minimum": 1,
+            "maximum": 2**31 - 1,
+        }
+    )
 
 
 class _RecordFieldsSchema(StrictSchema):
@@ -80,7 +88,7 @@ class RecordBatchSchema(StrictSchema):
 
 
 class RecordListSchema(ma.Schema):
-    items = ma.fields.List(ma.fields.Nested(RecordSchema), required=True)
+    items = ma.fields.List(ma.fields.Nested(RecordSchema), required=True, metadata={"maxItems": MAX_BATCH})
 
 
 class RecordFilterArgsSchema(StrictSchema):
@@ -94,8 +102,8 @@ class RecordFilterArgsSchema(StrictSchema):
     to = RFC3339DateTime(metadata={"description": "occurred_at < to (exclusive)."})
     min_amount = DecimalString(metadata={"description": "amount ≥ min_amount (same currency units)."})
     max_amount = DecimalString(metadata={"description": "amount ≤ max_amount."})
-    owner_id = ma.fields.Integer(
-        validate=ma.validate.Range(min=1),
+    owner_id = Id(
+        validate=ma.validate.Range(min=1, max=INT64_MAX),
         metadata={"description": "Analyst and admin only: one owner's records."},
     )
 
@@ -149,7 +157,7 @@ RecordPageSchema = page_schema(RecordSchema, "RecordPageSchema")
 
 
 class CurrencyTotalsSchema(ma.Schema):
-    count = ma.fields.Integer(required=True)
+    count = Count(required=True)
     sum = DecimalString(required=True)
     avg = DecimalString(required=True, metadata={"description": "Rounded half-even to minor units."})
     min = DecimalString(required=True)
@@ -157,8 +165,8 @@ class CurrencyTotalsSchema(ma.Schema):
 
 
 class StatsGroupSchema(ma.Schema):
-    key = ma.fields.String(required=True, metadata={"description": "Category, YYYY-MM-DD or YYYY-MM."})
-    record_count = ma.fields.Integer(required=True)
+    key = Text(64, required=True, metadata={"description": "Category, YYYY-MM-DD or YYYY-MM."})
+    record_count = Count(required=True)
     totals = ma.fields.Dict(
         keys=ma.fields.String(), values=ma.fields.Nested(CurrencyTotalsSchema), required=True
     )
@@ -174,7 +182,11 @@ class StatsSchema(ma.Schema):
         metadata={"description": "ISO 4217 code → totals in that currency."},
     )
     groups = ma.fields.List(
-        ma.fields.Nested(StatsGroupSchema), metadata={"description": "Present when `group_by` is given."}
+        ma.fields.Nested(StatsGroupSchema),
+        metadata={
+            "description": f"Present when `group_by` is given; at most {MAX_GROUPS} groups.",
+            "maxItems": MAX_GROUPS,
+        },
     )
-    record_count = ma.fields.Integer(required=True)
+    record_count = Count(required=True)
     generated_at = RFC3339DateTime(required=True)

@@ -7,7 +7,7 @@ import marshmallow as ma
 
 from ..models import ROLES
 from .common import PageArgsSchema, StrictSchema, page_schema
-from .fields import CleanText, RFC3339DateTime, StrictBoolean
+from .fields import INT64_MAX, CleanText, Id, RFC3339DateTime, StrictBoolean, Text
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
 PASSWORD_MIN, PASSWORD_MAX = 12, 128
@@ -22,7 +22,13 @@ class Username(ma.fields.String):
     }
 
     def __init__(self, **kwargs: Any) -> None:
-        metadata = {"pattern": USERNAME.pattern, "example": "alice", **kwargs.pop("metadata", {})}
+        metadata = {
+            "pattern": USERNAME.pattern,
+            "minLength": 3,
+            "maxLength": 64,
+            "example": "alice",
+            **kwargs.pop("metadata", {}),
+        }
         super().__init__(metadata=metadata, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
@@ -55,15 +61,23 @@ class LoginSchema(StrictSchema):
 
 
 class TokenPairSchema(ma.Schema):
-    access_token = ma.fields.String(required=True)
-    refresh_token = ma.fields.String(required=True)
-    token_type = ma.fields.String(required=True, metadata={"example": "Bearer"})
-    expires_in = ma.fields.Integer(required=True, metadata={"description": "Access token lifetime, seconds."})
+    access_token = Text(2048, required=True, metadata={"format": "jwt"})
+    refresh_token = Text(2048, required=True, metadata={"format": "jwt"})
+    token_type = ma.fields.String(required=True, metadata={"enum": ["Bearer"]})
+    expires_in = ma.fields.Integer(
+        required=True,
+        metadata={
+            "description": "Access token lifetime, seconds.",
+            "format": "int32",
+            "minimum": 1,
+            "maximum": 2**31 - 1,
+        },
+    )
 
 
 class UserSchema(ma.Schema):
-    id = ma.fields.Integer()
-    username = ma.fields.String()
+    id = Id()
+    username = Text(64, metadata={"pattern": USERNAME.pattern})
     role = ma.fields.String(metadata={"enum": ROLE_NAMES})
     is_active = ma.fields.Boolean()
     created_at = RFC3339DateTime()
@@ -117,25 +131,25 @@ class UserQueryArgsSchema(PageArgsSchema):
 
 
 class AuditEventSchema(ma.Schema):
-    id = ma.fields.Integer()
+    id = Id()
     occurred_at = RFC3339DateTime()
-    actor_id = ma.fields.Integer(allow_none=True)
-    action = ma.fields.String(metadata={"example": "record.update"})
-    target = ma.fields.String(metadata={"example": "record:42"})
+    actor_id = Id(allow_none=True)
+    action = Text(64, metadata={"example": "record.update"})
+    target = Text(97, metadata={"example": "record:42"})
     before = ma.fields.Raw(allow_none=True, metadata={"type": "object"})
     after = ma.fields.Raw(allow_none=True, metadata={"type": "object"})
-    reason = ma.fields.String(allow_none=True)
-    request_id = ma.fields.String(allow_none=True)
+    reason = Text(500, allow_none=True)
+    request_id = Text(128, allow_none=True)
 
 
 AuditPageSchema = page_schema(AuditEventSchema, "AuditPageSchema")
 
 
 class AuditQueryArgsSchema(PageArgsSchema):
-    actor_id = ma.fields.Integer(validate=ma.validate.Range(min=1))
+    actor_id = Id(validate=ma.validate.Range(min=1, max=INT64_MAX))
     target = ma.fields.String(
         validate=ma.validate.Regexp(r"^[a-z_]{1,32}(:[A-Za-z0-9_.-]{1,64})?$"),
-        metadata={"description": "`type` or `type:id`, e.g. `record` or `record:42`."},
+        metadata={"maxLength": 97, "description": "`type` or `type:id`, e.g. `record` or `record:42`."},
     )
     action = ma.fields.String(validate=ma.validate.Length(min=1, max=64), metadata={"example": "role.grant"})
     since = RFC3339DateTime(metadata={"description": "Events at or after this time."})

@@ -20,7 +20,12 @@ from ..metrics import STATS_COMPUTATIONS
 from ..models import Record
 from ..money import format_average, format_minor
 from ..schemas.fields import format_utc
+from .errors import InvalidInput
 from .records import RecordFilters, apply_filters
+
+
+# A response stays bounded: day groups over decades would otherwise grow without limit.
+MAX_GROUPS = 10_000
 
 
 class utc_day(FunctionElement[str]):  # noqa: N801 (SQL function naming)
@@ -111,6 +116,10 @@ def compute(
         acc[2] = min(acc[2], low)
         acc[3] = max(acc[3], high)
         if group is not None:
+            if group not in groups and len(groups) == MAX_GROUPS:
+                raise InvalidInput(
+                    "group_by", f"More than {MAX_GROUPS} groups; narrow the range with 'from' and 'to'."
+                )
             entry = groups.setdefault(group, {"key": group, "record_count": 0, "totals": {}})
             entry["totals"][currency] = _totals(currency, count, total, low, high)
             entry["record_count"] += count

@@ -27,7 +27,12 @@ def find_by_username(session: Session, *, username: str) -> User | None:
 
 
 def search(
-    session: Session, *, limit: int, after_id: int | None, role: str | None, is_active: bool | None
+    session: Session,
+    *,
+    limit: int,
+    after_id: int | None,
+    role: str | None = None,
+    is_active: bool | None = None,
 ) -> list[User]:
     query = select(User).order_by(User.id.desc()).limit(limit + 1)
     if after_id is not None:
