@@ -92,7 +92,7 @@ def _spec_options() -> dict[str, Any]:
         "servers": [
             {
                 "url": "/",
-                "description": "This deployment (local, staging or production: the host serving this document).",
+                "description": "This deployment (local, staging or production).",
                 "x-internal": False,
             }
         ],

@@ -23,7 +23,6 @@ from ..schemas.fields import format_utc
 from .errors import InvalidInput
 from .records import RecordFilters, apply_filters
 
-
 # A response stays bounded: day groups over decades would otherwise grow without limit.
 MAX_GROUPS = 10_000
 
