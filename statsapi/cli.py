@@ -16,11 +16,11 @@ from typing import Any
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 
 from .config import Settings
 from .db import get_database, mark_owners_changed, rowcount, utcnow
-from .models import ROLES, Record, TokenFamily, User
+from .models import ROLES, TokenFamily, User
 from .schemas.users import PASSWORD_MAX, PASSWORD_MIN, USERNAME
 
 
@@ -146,6 +146,7 @@ def fake_records(owner_ids: list[int], count: int, rng: random.Random) -> list[d
 def seed(count: int, owners: tuple[str, ...], random_seed: int | None, batch_size: int) -> None:
     """Insert COUNT realistic fake records, fast (bulk inserts, one audit entry)."""
     from .services import audit
+    from .services import records as record_service
 
     rng = random.Random(random_seed)  # noqa: S311 (fake data, not secrets)
     session = get_database().new_session()
@@ -160,7 +161,7 @@ def seed(count: int, owners: tuple[str, ...], random_seed: int | None, batch_siz
         done = 0
         while done < count:
             size = min(batch_size, count - done)
-            session.execute(insert(Record), fake_records(owner_ids, size, rng))
+            record_service.bulk_insert(session, fake_records(owner_ids, size, rng))
             done += size
         audit.record(
             session,
