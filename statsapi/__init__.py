@@ -84,7 +84,12 @@ def _spec_options() -> dict[str, Any]:
                 "Financial transaction records and their statistics. Authenticate with "
                 "`POST /api/auth/login`, then **Authorize** with the access token. Every error "
                 "is RFC 9457 `application/problem+json`. Amounts are decimal strings in the "
-                "currency's minor units; money never passes through a float."
+                "currency's minor units; money never passes through a float.\n\n"
+                "**Rate limits** (defaults; configurable): anonymous 60/minute per client IP; "
+                "`user` 300/minute and `analyst`/`admin` 1200/minute per user, across the whole "
+                "API; login 5/minute and 30/hour per client IP + username. Every limited "
+                "response carries `RateLimit-Policy`, `RateLimit` (IETF draft) and "
+                "`X-RateLimit-Limit/Remaining/Reset`; a 429 adds `Retry-After`."
             ),
             "contact": {"name": "statsapi maintainers", "url": "https://github.com/statsapi/statsapi"},
             "license": {"name": "Proprietary"},
