@@ -53,6 +53,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
             app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=settings.trusted_proxy_hops
         )
 
+    app.wsgi_app = security.NormaliseBearerScheme(app.wsgi_app)  # type: ignore[method-assign]
     database = db.init_app(app, settings)
     security.init_app(app, settings)
     logs.init_app(app)

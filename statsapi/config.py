@@ -142,7 +142,7 @@ class Settings:
         if production and not redis_url:
             raise ConfigError("REDIS_URL is required in production (limits, cache, token state)")
 
-        secret = get("JWT_SECRET_KEY", "")
+        secret = get("JWT_SECRET_KEY", "").strip()
         generated = False
         if not secret:
             if production:

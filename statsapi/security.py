@@ -222,6 +222,22 @@ def peek_identity(authorization: str | None) -> tuple[int, Role] | None:
         return None
 
 
+class NormaliseBearerScheme:
+    """WSGI middleware: auth schemes are case-insensitive (RFC 9110 §11.1), so
+    ``bearer x`` and ``BEARER x`` mean ``Bearer x`` to every layer after this one."""
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        header = environ.get("HTTP_AUTHORIZATION")
+        if header:
+            scheme, sep, rest = header.strip().partition(" ")
+            if sep and scheme.lower() == "bearer" and scheme != "Bearer":
+                environ["HTTP_AUTHORIZATION"] = f"Bearer {rest.strip()}"
+        return self.wsgi_app(environ, start_response)
+
+
 # -- flask-jwt-extended wiring --------------------------------------------------------
 def _challenge(error: str | None, description: str) -> dict[str, str]:
     if error is None:
@@ -241,9 +257,15 @@ def unauthorized(detail: str, *, token_sent: bool = True, reason: str = "invalid
 
 
 def _missing_token(_message: str) -> Response:
-    if request.headers.get("Authorization"):
-        return unauthorized("The Authorization header must be 'Bearer <token>'.", reason="malformed")
-    return unauthorized("A bearer token is required.", token_sent=False, reason="missing")
+    header = request.headers.get("Authorization", "")
+    if not header:
+        return unauthorized("A bearer token is required.", token_sent=False, reason="missing")
+    # RFC 6750 §3.1: credentials of another scheme (Basic, ...) are no bearer token, so the
+    # challenge names no error; a mangled "Bearer ..." header is a token that failed.
+    sent_bearer = header.split(" ", 1)[0].lower() == "bearer"
+    return unauthorized(
+        "The Authorization header must be 'Bearer <token>'.", token_sent=sent_bearer, reason="malformed"
+    )
 
 
 def _invalid_token(message: str) -> Response:

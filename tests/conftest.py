@@ -125,7 +125,10 @@ def truncate_all(flask_app: Flask) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             tables = [
-                t for t in conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars()
+                t
+                for t in conn.execute(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                ).scalars()
                 if t not in KEPT_TABLES
             ]
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
@@ -133,10 +136,12 @@ def truncate_all(flask_app: Flask) -> None:
             conn.execute(text("DROP TRIGGER IF EXISTS audit_events_no_delete"))
             for table in ("idempotency_keys", "token_families", "audit_events", "records", "users"):
                 conn.execute(text(f"DELETE FROM {table}"))
-            conn.execute(text(
-                "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events "
-                "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END"
-            ))
+            conn.execute(
+                text(
+                    "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events "
+                    "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END"
+                )
+            )
 
 
 def reset_process_state(flask_app: Flask) -> None:
@@ -184,3 +189,15 @@ def as_analyst(factory: Factory, client: FlaskClient) -> Actor:
 @pytest.fixture
 def as_admin(factory: Factory, client: FlaskClient) -> Actor:
     return factory.actor(client, role="admin", username="root")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """``create_app`` points the root logger at the current (captured) stdout: undo that afterwards."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

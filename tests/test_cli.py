@@ -1,0 +1,287 @@
+"""The command line: create-admin, create-user, seed, db, purge, openapi write (SPEC §2, §7)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from statsapi import _migration_head
+from statsapi.db import get_database, utcnow
+from statsapi.models import AuditEvent, IdempotencyKey, Record, TokenFamily, User
+
+from .factories import Actor, Factory
+
+ADMIN_PASSWORD = "admin password from a pipe"
+COMMITTED_SPEC = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
+
+
+def invoke(app: Flask, *args: str, input: str | None = None) -> Any:
+    """Run a CLI command in ``app``; ``result.output`` holds stdout and stderr."""
+    return app.test_cli_runner().invoke(args=list(args), input=input)
+
+
+def users(app: Flask) -> dict[str, User]:
+    session = get_database(app).new_session()
+    try:
+        return {u.username: u for u in session.scalars(select(User))}
+    finally:
+        session.close()
+
+
+def count(app: Flask, model: type) -> int:
+    session = get_database(app).new_session()
+    try:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+    finally:
+        session.close()
+
+
+def login_role(client: FlaskClient, username: str, password: str) -> str:
+    response = client.post("/api/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.get_json()
+    token = response.get_json()["access_token"]
+    return client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"}).get_json()["role"]
+
+
+# -- create-admin / create-user ------------------------------------------------------------
+def test_create_admin_reads_the_password_from_stdin(clean: Flask, client: FlaskClient) -> None:
+    result = invoke(
+        clean, "create-admin", "--username", "Boss", "--password-stdin", input=f"{ADMIN_PASSWORD}\n"
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "created admin 'boss'" in result.output
+    assert ADMIN_PASSWORD not in result.output
+    assert users(clean)["boss"].role == "admin"
+    assert login_role(client, "boss", ADMIN_PASSWORD) == "admin"
+    session = get_database(clean).new_session()
+    try:
+        event = session.scalars(select(AuditEvent)).one()
+        assert (event.action, event.actor_id, event.target) == (
+            "user.create",
+            None,
+            f"user:{users(clean)['boss'].id}",
+        )
+    finally:
+        session.close()
+
+
+def test_create_admin_reads_the_password_from_the_environment(
+    clean: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_ADMIN_PASSWORD", ADMIN_PASSWORD)
+
+    result = invoke(clean, "create-admin", "--username", "ops", "--password-env", "MY_ADMIN_PASSWORD")
+
+    assert result.exit_code == 0, result.output
+    assert login_role(client, "ops", ADMIN_PASSWORD) == "admin"
+
+
+def test_create_admin_bootstrap_from_environment(
+    clean: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOOTSTRAP_ADMIN_USERNAME", "compose-admin")
+    monkeypatch.setenv("BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+
+    first = invoke(clean, "create-admin", "--if-missing")
+    again = invoke(clean, "create-admin", "--if-missing")
+
+    assert first.exit_code == 0, first.output
+    assert again.exit_code == 0, again.output
+    assert "already exists; nothing to do" in again.output
+    assert list(users(clean)) == ["compose-admin"]
+    assert login_role(client, "compose-admin", ADMIN_PASSWORD) == "admin"
+
+
+def test_create_admin_if_missing_leaves_the_existing_user_alone(clean: Flask, factory: Factory) -> None:
+    existing = factory.user(username="admin", role="user")
+
+    result = invoke(clean, "create-admin", "--if-missing", "--password-stdin", input=f"{ADMIN_PASSWORD}\n")
+
+    assert result.exit_code == 0, result.output
+    after = users(clean)["admin"]
+    assert (after.role, after.password_hash) == ("user", existing.password_hash)
+
+
+def test_create_admin_refuses_a_duplicate_without_if_missing(clean: Flask, factory: Factory) -> None:
+    factory.user(username="admin", role="admin")
+
+    result = invoke(
+        clean, "create-admin", "--username", "ADMIN", "--password-stdin", input=f"{ADMIN_PASSWORD}\n"
+    )
+
+    assert result.exit_code == 1
+    assert "is taken" in result.output
+    assert len(users(clean)) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["--username", "boss", "--password-stdin"], "short\n", "passwords are 12-128 characters"),
+        (["--username", "boss", "--password-stdin"], " " * 20 + "\n", "passwords are 12-128 characters"),
+        (["--username", "b!", "--password-stdin"], f"{ADMIN_PASSWORD}\n", "usernames are 3-64"),
+        (["--username", "boss", "--password-env", "STATSAPI_TEST_UNSET_VARIABLE"], None, "is empty"),
+    ],
+    ids=["short-password", "blank-password", "bad-username", "empty-env"],
+)
+def test_create_admin_rejects_bad_input(
+    clean: Flask, args: list[str], stdin: str | None, message: str
+) -> None:
+    result = invoke(clean, "create-admin", *args, input=stdin)
+
+    assert result.exit_code == 2
+    assert message in result.output
+    assert users(clean) == {}
+
+
+def test_create_user_with_a_role(clean: Flask, client: FlaskClient) -> None:
+    result = invoke(
+        clean, "create-user", "Reporter", "--role", "analyst", "--password-stdin", input=f"{ADMIN_PASSWORD}\n"
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "created analyst 'reporter'" in result.output
+    assert login_role(client, "reporter", ADMIN_PASSWORD) == "analyst"
+    bad_role = invoke(
+        clean, "create-user", "eve", "--role", "root", "--password-stdin", input=f"{ADMIN_PASSWORD}\n"
+    )
+    assert bad_role.exit_code == 2
+    assert "eve" not in users(clean)
+
+
+# -- seed -------------------------------------------------------------------------------
+def test_seed_inserts_exactly_count_rows_and_invalidates_stats(
+    clean: Flask, factory: Factory, as_user: Actor, as_other_user: Actor
+) -> None:
+    factory.record(as_user, amount="-1.00")
+    before = as_user.get("/api/stats")
+    assert before.get_json()["record_count"] == 1
+    assert as_user.get("/api/stats").headers["X-Cache"] == "HIT"
+
+    result = invoke(clean, "seed", "--count", "2000", "--owner", "ALICE", "--random-seed", "7")
+
+    assert result.exit_code == 0, result.output
+    assert "seeded 2000 records for 1 owner(s)" in result.output
+    assert count(clean, Record) == 2001
+    session = get_database(clean).new_session()
+    try:
+        owners = dict(session.execute(select(Record.owner_id, func.count()).group_by(Record.owner_id)).all())
+        currencies = set(session.scalars(select(Record.currency).distinct()))
+    finally:
+        session.close()
+    assert owners == {as_user.user_id: 2001}
+    assert len(currencies) > 1
+    after = as_user.get("/api/stats")
+    assert after.headers["X-Cache"] == "MISS"
+    assert after.get_json()["record_count"] == 2001
+    # The other user's scope is untouched.
+    assert as_other_user.get("/api/stats").get_json()["record_count"] == 0
+    # Seeded rows are valid for the API: they list and read back.
+    page = as_user.get("/api/records", query_string={"limit": 500}).get_json()
+    assert len(page["items"]) == 500
+    assert page["next_cursor"]
+
+
+def test_seed_spreads_over_every_user_by_default(clean: Flask, factory: Factory) -> None:
+    for name in ("u1x", "u2x", "u3x"):
+        factory.user(username=name)
+
+    result = invoke(clean, "seed", "--count", "300", "--random-seed", "1")
+
+    assert result.exit_code == 0, result.output
+    session = get_database(clean).new_session()
+    try:
+        per_owner = session.execute(select(Record.owner_id, func.count()).group_by(Record.owner_id)).all()
+    finally:
+        session.close()
+    assert len(per_owner) == 3
+    assert sum(n for _, n in per_owner) == 300
+
+
+@pytest.mark.parametrize("args", [["--owner", "ghost"], ["--count", "0"]])
+def test_seed_refuses_bad_input(clean: Flask, factory: Factory, args: list[str]) -> None:
+    factory.user(username="alice")
+
+    result = invoke(clean, "seed", *args)
+
+    assert result.exit_code != 0
+    assert count(clean, Record) == 0
+
+
+# -- db ----------------------------------------------------------------------------------
+def test_db_current_and_upgrade(clean: Flask) -> None:
+    head = _migration_head()
+
+    current = invoke(clean, "db", "current")
+    upgrade = invoke(clean, "db", "upgrade")
+
+    assert current.exit_code == 0, current.output
+    assert current.output.strip() == head
+    assert upgrade.exit_code == 0, upgrade.output
+    assert upgrade.output.strip() == "database at head"
+    assert invoke(clean, "db", "current").output.strip() == head
+
+
+def test_db_upgrade_migrates_an_empty_database(make_app: Any, tmp_path: Path) -> None:
+    fresh = make_app(DATABASE_URL=f"sqlite:///{tmp_path / 'fresh.db'}")
+
+    assert invoke(fresh, "db", "current").output.strip() == "empty"
+    assert invoke(fresh, "db", "upgrade").exit_code == 0
+    assert invoke(fresh, "db", "current").output.strip() == _migration_head()
+    assert fresh.test_client().get("/ready").get_json()["checks"]["migrations"]["status"] == "ok"
+
+
+# -- purge -------------------------------------------------------------------------------
+def test_purge_deletes_only_expired_keys_and_families(clean: Flask, factory: Factory) -> None:
+    user = factory.user(username="alice")
+    now = utcnow()
+    session = get_database(clean).new_session()
+    try:
+        for name, expires in (("old", now - dt.timedelta(hours=1)), ("live", now + dt.timedelta(hours=1))):
+            session.add(
+                IdempotencyKey(
+                    user_id=user.id, key=name, endpoint="records.create", request_hash="0" * 64, state="done",
+                    created_at=now - dt.timedelta(days=1), locked_until=now, expires_at=expires,
+                )
+            )  # fmt: skip
+            session.add(
+                TokenFamily(
+                    id=str(uuid.uuid4()), user_id=user.id, current_refresh_jti=str(uuid.uuid4()),
+                    created_at=now - dt.timedelta(days=15), expires_at=expires,
+                )
+            )  # fmt: skip
+        session.commit()
+    finally:
+        session.close()
+
+    result = invoke(clean, "purge")
+
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "purged 1 idempotency keys and 1 token families"
+    session = get_database(clean).new_session()
+    try:
+        assert list(session.scalars(select(IdempotencyKey.key))) == ["live"]
+        assert all(f.expires_at > now for f in session.scalars(select(TokenFamily)))
+        assert count(clean, TokenFamily) == 1
+    finally:
+        session.close()
+
+
+# -- openapi -----------------------------------------------------------------------------
+def test_openapi_write_produces_the_committed_file(clean: Flask, tmp_path: Path) -> None:
+    target = tmp_path / "openapi.json"
+
+    result = invoke(clean, "openapi", "write", str(target))
+
+    assert result.exit_code == 0, result.output
+    assert target.read_text() == COMMITTED_SPEC.read_text(), (
+        "run `make openapi` and commit openapi/openapi.json"
+    )
