@@ -27,10 +27,27 @@ def _unquote(etag: str) -> str:
     return etag.strip('"')
 
 
+# Conditional headers are bounded like every other input (and documented so).
+MAX_CONDITIONAL_HEADER = 1024
+
+
+def _conditional_header(name: str) -> str:
+    """The header's value ("" when absent); one longer than documented is a 422."""
+    value = request.headers.get(name, "")
+    if len(value) > MAX_CONDITIONAL_HEADER:
+        raise Problem(
+            422,
+            "The request failed validation.",
+            slug="validation-error",
+            errors={name: [f"At most {MAX_CONDITIONAL_HEADER} characters."]},
+        )
+    return value
+
+
 def require_if_match(current: str, *, required: bool = True) -> None:
     """428 without ``If-Match`` (when required), 412 when it names another version."""
     if_match = request.if_match
-    if not request.headers.get("If-Match"):
+    if not _conditional_header("If-Match"):
         if required:
             raise Problem(
                 428,
@@ -50,7 +67,7 @@ def require_if_match(current: str, *, required: bool = True) -> None:
 
 def not_modified(current: str) -> bool:
     if_none_match = request.if_none_match
-    return bool(request.headers.get("If-None-Match")) and (
+    return bool(_conditional_header("If-None-Match")) and (
         if_none_match.star_tag or if_none_match.contains_weak(_unquote(current))
     )
 
@@ -62,7 +79,8 @@ def document_header(func: F, param: dict[str, Any], statuses: tuple[int, ...]) -
     from http import HTTPStatus
 
     for status in statuses:
-        responses.setdefault(status, []).append(HTTPStatus(status).name)
+        if HTTPStatus(status).name not in responses.get(status, []):
+            responses.setdefault(status, []).append(HTTPStatus(status).name)
     return func
 
 
@@ -74,11 +92,13 @@ def documents_if_match(*, required: bool) -> Callable[[F], F]:
                 "in": "header",
                 "name": "If-Match",
                 "required": required,
-                "schema": {"type": "string", "maxLength": 1024},
+                # Required: an empty value counts as none (428), so it is not a valid value.
+                "schema": {"type": "string", "maxLength": MAX_CONDITIONAL_HEADER}
+                | ({"minLength": 1} if required else {}),
                 "description": "The ETag from your last read; a stale one gets 412"
                 + (", none gets 428." if required else "."),
             },
-            (412, 428) if required else (412,),
+            (412, 422, 428) if required else (412, 422),
         )
 
     return decorator
@@ -91,10 +111,10 @@ def documents_if_none_match(func: F) -> F:
             "in": "header",
             "name": "If-None-Match",
             "required": False,
-            "schema": {"type": "string", "maxLength": 1024},
+            "schema": {"type": "string", "maxLength": MAX_CONDITIONAL_HEADER},
             "description": "An ETag you hold; 304 Not Modified when it is still current.",
         },
-        (304,),
+        (304, 422),
     )
 
 

@@ -236,7 +236,7 @@ def idempotent(endpoint: str) -> Callable[[F], F]:
                 "in": "header",
                 "name": HEADER,
                 "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
                 "description": "Retry safely: the same key and body replay the first response "
                 "(header `Idempotent-Replayed: true`); another body is 422; in flight is 409. "
                 "Keys live 24 h per user.",

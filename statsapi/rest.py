@@ -21,6 +21,7 @@ from typing import Any
 
 import flask_smorest
 import marshmallow as ma
+from apispec import BasePlugin
 from flask import Response, g
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.routing import IntegerConverter, UnicodeConverter
@@ -97,6 +98,16 @@ class ProblemSchema(ma.Schema):
     )
 
 
+class SchemaKeywords(BasePlugin):
+    """``class Meta: openapi = {...}`` on a schema adds JSON Schema keywords that its fields
+    cannot express (e.g. ``minProperties`` for "send at least one field") to its component."""
+
+    def schema_helper(self, name: str, definition: dict[str, Any], **kwargs: Any) -> dict[str, Any] | None:
+        meta = getattr(kwargs.get("schema"), "Meta", None)
+        keywords = getattr(meta, "openapi", None)
+        return dict(keywords) if keywords else None
+
+
 class Api(flask_smorest.Api):
     ERROR_SCHEMA = ProblemSchema
     DEFAULT_ERROR_RESPONSE_NAME = None  # operations list their real errors instead
@@ -128,6 +139,7 @@ class Api(flask_smorest.Api):
             self.spec.components.response(status.name, response, lazy=True)
 
     def _init_spec(self, **kwargs: Any) -> None:
+        kwargs["extra_plugins"] = [*(kwargs.get("extra_plugins") or ()), SchemaKeywords()]
         super()._init_spec(**kwargs)  # registers ProblemSchema as "Problem" via the responses
         self.spec.components.security_scheme(
             BEARER_SCHEME,
@@ -277,9 +289,14 @@ class Blueprint(flask_smorest.Blueprint):
 
     @staticmethod
     def _prepare_rate_limit_doc(doc: dict[str, Any], doc_info: dict[str, Any], **_: Any) -> dict[str, Any]:
-        """Every operation: 500 (problem, no internals); limited ones: 429 and the headers."""
+        """Every operation: 500 (problem, no internals), 400/413/415 with a body; limited
+        ones: 429 and the headers."""
         responses = doc.setdefault("responses", {})
         responses.setdefault(500, "INTERNAL_SERVER_ERROR")
+        if "requestBody" in doc:
+            # A body can be malformed JSON (400), too large (413) or not JSON at all (415).
+            for status in (400, 413, 415):
+                responses.setdefault(status, http.HTTPStatus(status).name)
         if doc_info.get("rate_limit_exempt"):
             return doc
         for status, response in responses.items():

@@ -43,7 +43,7 @@ class Users(MethodView):
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """List users, newest first."""
         limit, cursor, codec = args.pop("limit"), args.pop("cursor"), _cursors()
-        after = int(codec.decode(cursor, "users", args)[0]) if cursor else None
+        after = int(codec.decode(cursor, "users", args)[0]) if cursor is not None else None
         rows = user_service.search(db.session(), limit=limit, after_id=after, **args)
         return page_body(codec, "users", rows, limit=limit, filters=args, position=lambda u: [u.id])
 
@@ -115,6 +115,6 @@ class Audit(MethodView):
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Search the audit log, newest first."""
         limit, cursor, codec = args.pop("limit"), args.pop("cursor"), _cursors()
-        after = int(codec.decode(cursor, "audit", args)[0]) if cursor else None
+        after = int(codec.decode(cursor, "audit", args)[0]) if cursor is not None else None
         rows = audit_service.search(db.session(), limit=limit, after_id=after, **args)
         return page_body(codec, "audit", rows, limit=limit, filters=args, position=lambda e: [e.id])

@@ -65,7 +65,7 @@ class Records(MethodView):
         key = {**filters.normalised(), "scope": owner_id}
         codec = CursorCodec(derive_key("cursor"))
         after = None
-        if cursor:
+        if cursor is not None:  # an empty cursor is not one we issued: 422
             occurred, ident = codec.decode(cursor, "records", key)
             after = (dt.datetime.fromisoformat(occurred), int(ident))
         rows = record_service.search(

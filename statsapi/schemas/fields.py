@@ -9,7 +9,7 @@ from typing import Any
 
 import marshmallow as ma
 
-from ..money import ISO_4217
+from ..money import ISO_4217, MAX_INTEGER_DIGITS
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:[Zz]|[+-]\d{2}:\d{2})$")
 
@@ -71,21 +71,36 @@ class RFC3339DateTime(ma.fields.Field):
 
 
 class DecimalString(ma.fields.String):
-    """A money amount as a JSON string (``"-12.50"``); numbers are refused."""
+    """A money amount as a JSON string (``"-12.50"``); numbers are refused.
+
+    The documented pattern is checked on load, so a malformed amount is a 422 before any
+    precondition or currency rule is looked at. Sums may have more integer digits than
+    one amount (``integer_digits``).
+    """
 
     default_error_messages = {
         "invalid": 'Must be a JSON string such as "-12.50" (numbers are refused: floats lose cents).',
+        "format": 'Must be a decimal string such as "-12.50": an optional minus, at most {digits} '
+        "integer digits without leading zeros, at most 4 decimals, no exponent.",
     }
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, integer_digits: int = MAX_INTEGER_DIGITS, **kwargs: Any) -> None:
+        self.integer_digits = integer_digits
+        self.pattern = re.compile(rf"^-?(0|[1-9][0-9]{{0,{integer_digits - 1}}})(\.[0-9]{{1,4}})?$")
         metadata = {
             "type": "string",
-            "pattern": r"^-?(0|[1-9][0-9]{0,12})(\.[0-9]{1,4})?$",
-            "maxLength": 19,
+            "pattern": self.pattern.pattern,
+            "maxLength": integer_digits + 6,  # sign, point and 4 decimals
             "example": "-12.50",
             **kwargs.pop("metadata", {}),
         }
         super().__init__(metadata=metadata, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not self.pattern.fullmatch(text):
+            raise self.make_error("format", digits=self.integer_digits)
+        return text
 
 
 class CurrencyCode(ma.fields.String):
@@ -96,6 +111,8 @@ class CurrencyCode(ma.fields.String):
     def __init__(self, **kwargs: Any) -> None:
         metadata = {
             "pattern": "^[A-Z]{3}$",
+            # The codes the API knows (SPEC §3), so clients and generators see them all.
+            "enum": sorted(ISO_4217),
             "minLength": 3,
             "maxLength": 3,
             "example": "EUR",
@@ -110,17 +127,51 @@ class CurrencyCode(ma.fields.String):
         return code
 
 
+# What CleanText accepts, as JSON Schema patterns that read the same in ECMA-262 and in
+# Python's re (schemathesis, hypothesis): whitespace is what str.strip() removes; control
+# characters are Unicode category Cc except tab and newline.
+_UNICODE_SPACE = "\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000"
+_SPACE = f"\\u0009-\\u000D\\u001C-\\u0020\\u0085\\u00A0{_UNICODE_SPACE}"
+_CONTROL = "\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F"
+_SPACE_OR_CONTROL = f"\\u0000-\\u0020\\u007F-\\u00A0{_UNICODE_SPACE}"
+
+
+def _clean_text_pattern(*, trim: bool, non_blank: bool) -> str:
+    if not trim:
+        return f"^[^{_CONTROL}]*$"
+    # Optional padding, then text that starts and ends with a visible character.
+    core = f"[^{_SPACE_OR_CONTROL}]([^{_CONTROL}]*[^{_SPACE_OR_CONTROL}])?"
+    return f"^[{_SPACE}]*{core if non_blank else f'({core})?'}[{_SPACE}]*$"
+
+
 class CleanText(ma.fields.String):
     """Text with surrounding whitespace trimmed and no control characters."""
 
-    default_error_messages = {"control": "Must not contain control characters."}
+    default_error_messages = {
+        "control": "Must not contain control characters.",
+        "too_long": "Longer than maximum length {max}.",
+    }
 
     def __init__(self, *, trim: bool = True, **kwargs: Any) -> None:
         self.trim = trim
+        validators = kwargs.get("validate") or []
+        if not isinstance(validators, list | tuple):
+            validators = [validators]
+        lengths = [v for v in validators if isinstance(v, ma.validate.Length)]
+        non_blank = any((v.min or 0) >= 1 for v in lengths)
+        # The documented maxLength bounds what is sent, padding included; the Length
+        # validator then bounds the trimmed text.
+        self.raw_max = min((v.max for v in lengths if v.max is not None), default=None)
+        kwargs["metadata"] = {
+            "pattern": _clean_text_pattern(trim=trim, non_blank=non_blank),
+            **kwargs.get("metadata", {}),
+        }
         super().__init__(**kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
+        if self.raw_max is not None and len(text) > self.raw_max:
+            raise self.make_error("too_long", max=self.raw_max)
         if self.trim:
             text = text.strip()
         if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in text):

@@ -72,6 +72,9 @@ class RecordCreateSchema(_RecordFieldsSchema):
 class RecordUpdateSchema(_RecordFieldsSchema):
     """Fields to change; at least one. ``description: null`` clears it."""
 
+    class Meta(_RecordFieldsSchema.Meta):
+        openapi = {"minProperties": 1}
+
     @ma.validates_schema
     def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
         if not data:
@@ -158,7 +161,8 @@ RecordPageSchema = page_schema(RecordSchema, "RecordPageSchema")
 
 class CurrencyTotalsSchema(ma.Schema):
     count = Count(required=True)
-    sum = DecimalString(required=True)
+    # Many amounts below 10^13 add up to more: up to 2^63 records, so 32 integer digits.
+    sum = DecimalString(required=True, integer_digits=32)
     avg = DecimalString(required=True, metadata={"description": "Rounded half-even to minor units."})
     min = DecimalString(required=True)
     max = DecimalString(required=True)

@@ -99,6 +99,9 @@ class UserCreateSchema(StrictSchema):
 
 
 class UserUpdateSchema(StrictSchema):
+    class Meta(StrictSchema.Meta):
+        openapi = {"minProperties": 1}
+
     is_active = StrictBoolean(metadata={"description": "false logs the user out everywhere."})
     password = Password(metadata={"description": "Reset the password (logs the user out everywhere)."})
 
