@@ -136,6 +136,14 @@ class Api(flask_smorest.Api):
                 }
                 if headers:
                     response["headers"] = headers
+            elif status == http.HTTPStatus.NOT_MODIFIED:
+                response["headers"] = {
+                    "ETag": {
+                        "description": "The current entity tag (unchanged).",
+                        "schema": {"type": "string", "maxLength": 128},
+                    },
+                    **RATE_LIMIT_HEADER_REFS,
+                }
             self.spec.components.response(status.name, response, lazy=True)
 
     def _init_spec(self, **kwargs: Any) -> None:
