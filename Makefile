@@ -28,8 +28,8 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check statsapi migrations tests bench
-	$(BIN)/ruff format --check statsapi migrations tests bench
+	$(BIN)/ruff check statsapi migrations tests bench scripts gunicorn.conf.py
+	$(BIN)/ruff format --check statsapi migrations tests bench scripts gunicorn.conf.py
 	$(BIN)/mypy
 
 format: install

@@ -29,8 +29,9 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
         print(f"statsapi: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
-    from . import cli, db, errors, logs, metrics, security
+    from . import cli, db, errors, headers, logs, metrics, security
     from .backends import init_backends
+    from .migrate import head_revision
     from .ratelimit import RateLimits
     from .resources import register
     from .rest import Api
@@ -58,13 +59,21 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     security.init_app(app, settings)
     logs.init_app(app)
     errors.init_app(app)
+    headers.init_app(app)
     metrics.init_app(app)
     init_backends(app, settings, database)
     api = Api(app)
     register(app, api)
     RateLimits().init_app(app, settings)
     cli.init_app(app)
-    app.extensions["statsapi.migration_head"] = _migration_head()
+    head = head_revision()
+    if head is None and settings.is_production:
+        print(
+            "statsapi: configuration error: migrations/ not found; set STATSAPI_MIGRATIONS_DIR",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    app.extensions["statsapi.migration_head"] = head
 
     if settings.jwt_secret_generated:
         log.warning(
@@ -103,15 +112,3 @@ def _spec_options() -> dict[str, Any]:
             }
         ],
     }
-
-
-def _migration_head() -> str | None:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    location = Path(__file__).resolve().parent.parent / "migrations"
-    if not location.is_dir():
-        return None
-    config = Config()
-    config.set_main_option("script_location", str(location))
-    return ScriptDirectory.from_config(config).get_current_head()

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import os
 
+# prometheus-client switches to multiprocess mode when the variable merely exists; an
+# empty value would then fail on the first sample. Empty means unset.
+if "PROMETHEUS_MULTIPROC_DIR" in os.environ and not os.environ["PROMETHEUS_MULTIPROC_DIR"].strip():
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
 from flask import Flask, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,

@@ -49,10 +49,21 @@ class Actor:
         return self.tokens.refresh_token
 
     def headers(self, headers: dict[str, str] | None = None, token: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token or self.access_token}", **self.extra_headers, **(headers or {})}
+        return {
+            "Authorization": f"Bearer {token or self.access_token}",
+            **self.extra_headers,
+            **(headers or {}),
+        }
 
-    def request(self, method: str, path: str, *, headers: dict[str, str] | None = None,
-                token: str | None = None, **kwargs: Any) -> TestResponse:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+        **kwargs: Any,
+    ) -> TestResponse:
         return self.client.open(path, method=method, headers=self.headers(headers, token), **kwargs)
 
     def get(self, path: str, **kwargs: Any) -> TestResponse:
@@ -88,8 +99,14 @@ class Factory:
         self.app = app
         self._count = 0
 
-    def user(self, *, role: str = "user", username: str | None = None, password: str = PASSWORD,
-             is_active: bool = True) -> User:
+    def user(
+        self,
+        *,
+        role: str = "user",
+        username: str | None = None,
+        password: str = PASSWORD,
+        is_active: bool = True,
+    ) -> User:
         self._count += 1
         session = get_database(self.app).new_session()
         try:
@@ -122,14 +139,22 @@ class Factory:
         finally:
             session.close()
 
-    def actor(self, client: FlaskClient, *, role: str = "user", username: str | None = None,
-              password: str = PASSWORD) -> Actor:
+    def actor(
+        self,
+        client: FlaskClient,
+        *,
+        role: str = "user",
+        username: str | None = None,
+        password: str = PASSWORD,
+    ) -> Actor:
         user = self.user(role=role, username=username, password=password)
         return Actor(client, user.id, user.username, role, self.tokens(user), password)
 
     def record(self, owner: User | Actor | int, **overrides: Any) -> Record:
         """A record created through the service (audited, like the API does)."""
-        owner_id = owner if isinstance(owner, int) else (owner.user_id if isinstance(owner, Actor) else owner.id)
+        owner_id = (
+            owner if isinstance(owner, int) else (owner.user_id if isinstance(owner, Actor) else owner.id)
+        )
         body = record_body(**overrides)
         occurred = body["occurred_at"]
         if isinstance(occurred, str):

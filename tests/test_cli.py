@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from statsapi import _migration_head
 from statsapi.db import get_database, utcnow
+from statsapi.migrate import head_revision
 from statsapi.models import AuditEvent, IdempotencyKey, Record, TokenFamily, User
 
 from .factories import Actor, Factory
@@ -218,7 +218,7 @@ def test_seed_refuses_bad_input(clean: Flask, factory: Factory, args: list[str])
 
 # -- db ----------------------------------------------------------------------------------
 def test_db_current_and_upgrade(clean: Flask) -> None:
-    head = _migration_head()
+    head = head_revision()
 
     current = invoke(clean, "db", "current")
     upgrade = invoke(clean, "db", "upgrade")
@@ -235,7 +235,7 @@ def test_db_upgrade_migrates_an_empty_database(make_app: Any, tmp_path: Path) ->
 
     assert invoke(fresh, "db", "current").output.strip() == "empty"
     assert invoke(fresh, "db", "upgrade").exit_code == 0
-    assert invoke(fresh, "db", "current").output.strip() == _migration_head()
+    assert invoke(fresh, "db", "current").output.strip() == head_revision()
     assert fresh.test_client().get("/ready").get_json()["checks"]["migrations"]["status"] == "ok"
 
 

@@ -282,7 +282,7 @@ def test_health(client: FlaskClient) -> None:
 
 
 def test_ready_reports_its_checks(client: FlaskClient) -> None:
-    from statsapi import _migration_head
+    from statsapi.migrate import head_revision
 
     response = client.get("/ready")
 
@@ -290,7 +290,7 @@ def test_ready_reports_its_checks(client: FlaskClient) -> None:
     body = response.get_json()
     assert body["status"] == "ready"
     assert body["checks"]["database"] == {"status": "ok"}
-    head = _migration_head()
+    head = head_revision()
     assert head
     assert body["checks"]["migrations"] == {"status": "ok", "revision": head, "head": head}
     assert body["checks"]["redis"] == {"status": "disabled"}

@@ -17,10 +17,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Engine, MetaData, String, inspect, text
 from sqlalchemy.exc import DataError, IntegrityError
 
-from statsapi import _migration_head
 from statsapi.config import Settings
 from statsapi.db import Base, make_engine
-from statsapi.migrate import alembic_config, current_revision, upgrade
+from statsapi.migrate import alembic_config, current_revision, head_revision, upgrade
 from statsapi.money import ISO_4217
 
 from .conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE
@@ -68,7 +67,7 @@ def test_upgrade_head_from_empty(migrated: Engine) -> None:
     tables = set(inspect(migrated).get_table_names())
 
     assert tables == TABLES | {"alembic_version"}
-    assert current_revision(migrated.url.render_as_string(hide_password=False)) == _migration_head()
+    assert current_revision(migrated.url.render_as_string(hide_password=False)) == head_revision()
 
 
 def test_models_and_migrations_agree(migrated: Engine) -> None:
@@ -260,7 +259,7 @@ def test_alembic_command_line_upgrades_an_empty_database(
             [*alembic, "upgrade", "head"], check=False, env=env, cwd=ROOT, capture_output=True, text=True
         )
         assert result.returncode == 0, result.stderr
-        assert current_revision(url) == _migration_head()
+        assert current_revision(url) == head_revision()
         check = subprocess.run(
             [*alembic, "check"], check=False, env=env, cwd=ROOT, capture_output=True, text=True
         )

@@ -24,7 +24,10 @@ def access_lines(output: str) -> list[dict[str, object]]:
 
 
 def test_request_id_is_taken_when_well_formed_and_made_otherwise(client: FlaskClient) -> None:
-    assert client.get("/health", headers={"X-Request-ID": "abc-123.x:y"}).headers["X-Request-ID"] == "abc-123.x:y"
+    assert (
+        client.get("/health", headers={"X-Request-ID": "abc-123.x:y"}).headers["X-Request-ID"]
+        == "abc-123.x:y"
+    )
     for hostile in ("has space", "semi;colon", "<script>", "x" * 129, "ü"):
         made = client.get("/health", headers={"X-Request-ID": hostile}).headers["X-Request-ID"]
         assert made != hostile
@@ -40,10 +43,14 @@ def test_access_line_has_the_fields_and_never_a_secret(
     client = app.test_client()
     capsys.readouterr()
     login = client.post(
-        "/api/auth/login", json={"username": "alice", "password": PASSWORD}, headers={"X-Request-ID": "req-login-1"}
+        "/api/auth/login",
+        json={"username": "alice", "password": PASSWORD},
+        headers={"X-Request-ID": "req-login-1"},
     )
     token = login.json["access_token"]
-    client.get("/api/records?limit=5", headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-list-2"})
+    client.get(
+        "/api/records?limit=5", headers={"Authorization": f"Bearer {token}", "X-Request-ID": "req-list-2"}
+    )
     output = capsys.readouterr().out
     lines = {line["request_id"]: line for line in access_lines(output)}
     listed = lines["req-list-2"]
@@ -59,9 +66,7 @@ def test_access_line_has_the_fields_and_never_a_secret(
     assert token.split(".")[2] not in output  # not even the signature
 
 
-def test_counters_move_with_what_happens(
-    make_app: Callable[..., Flask], clean: Flask
-) -> None:
+def test_counters_move_with_what_happens(make_app: Callable[..., Flask], clean: Flask) -> None:
     app = make_app(RATELIMIT_USER="2/minute")
     actor = Factory(app).actor(app.test_client(), username="alice")
     client = app.test_client()
@@ -75,7 +80,10 @@ def test_counters_move_with_what_happens(
     }
     assert [actor.get("/api/stats").status_code for _ in range(3)] == [200, 200, 429]
     assert client.get("/api/stats").status_code == 401
-    assert sample("statsapi_http_requests_total", route="/api/stats", method="GET", status="200") == before["requests"] + 2
+    assert (
+        sample("statsapi_http_requests_total", route="/api/stats", method="GET", status="200")
+        == before["requests"] + 2
+    )
     assert sample("statsapi_rate_limit_rejections_total", route="/api/stats") == before["limited"] + 1
     assert sample("statsapi_stats_cache_requests_total", result="miss") == before["miss"] + 1
     assert sample("statsapi_stats_cache_requests_total", result="hit") == before["hit"] + 1

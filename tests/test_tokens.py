@@ -300,6 +300,8 @@ def test_login_after_deactivation_fails_and_reactivation_restores(
 @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
 def test_the_bearer_scheme_name_is_case_insensitive(scheme: str, as_user: Actor) -> None:
     """RFC 9110 §11.1: authentication scheme names are case-insensitive."""
-    response = as_user.client.get("/api/auth/me", headers={"Authorization": f"{scheme} {as_user.access_token}"})
+    response = as_user.client.get(
+        "/api/auth/me", headers={"Authorization": f"{scheme} {as_user.access_token}"}
+    )
     assert response.status_code == 200
     assert response.json["username"] == as_user.username

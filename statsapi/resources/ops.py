@@ -34,10 +34,10 @@ class Ready(MethodView):
             with db.get_database().engine.connect() as conn:
                 revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
             head = current_app.extensions["statsapi.migration_head"]
-            migrated = head is None or revision == head
+            migrated = head is not None and revision == head  # an unknown head is not ready
             checks["database"] = {"status": "ok"}
             checks["migrations"] = {
-                "status": "ok" if migrated else "behind",
+                "status": "ok" if migrated else ("unknown" if head is None else "behind"),
                 "revision": revision,
                 "head": head,
             }

@@ -1,0 +1,138 @@
+"""gunicorn settings for statsapi: ``gunicorn -c gunicorn.conf.py statsapi.wsgi:app``.
+
+Every value can be changed from the environment without editing this file:
+
+    GUNICORN_BIND            address to listen on (default 0.0.0.0:$PORT, PORT default 8000)
+    WEB_CONCURRENCY          worker processes (default 2 x CPUs + 1, at most 8)
+    GUNICORN_THREADS         threads per worker (default 4)
+    GUNICORN_TIMEOUT         seconds a request may take before its worker is replaced (30)
+    GUNICORN_MAX_REQUESTS    recycle a worker after this many requests (1000; 0 = never)
+    PROMETHEUS_MULTIPROC_DIR where workers write their metric samples (see below)
+
+Design notes:
+
+* ``gthread`` workers keep connections from nginx alive (the ``sync`` worker closes every
+  connection) and let one slow request not block its worker's other threads. statsapi keeps
+  per-request state in ``flask.g`` and one SQLAlchemy session per request, so threads are safe.
+* The app is imported in each worker, not in the master (no ``preload_app``): database
+  pools and Redis connections must never be shared across a fork.
+* Metrics: prometheus-client's multiprocess mode. Each worker writes its samples to files in
+  ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` adds them up, so counters are the sum over
+  all workers, also over workers that were recycled. The variable must be set before any
+  worker imports prometheus_client, which is why it is settled here, at config load time.
+  Stale files from an earlier run would corrupt the sums, so the directory is emptied when
+  the master starts. With a read-only root filesystem it must be a writable tmpfs
+  (the Dockerfile and compose.yaml use /tmp/prometheus on a tmpfs).
+* Logs: gunicorn's own lines are JSON on stderr; the app writes its JSON lines (one access
+  line per request, with request_id) to stdout, so gunicorn's access log is off.
+* Proxy headers are trusted in one place only, the app's ProxyFix (TRUSTED_PROXY_HOPS), so
+  gunicorn's own X-Forwarded-Proto handling is switched off.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+_env = os.environ.get
+
+
+def _non_negative_int(name: str, default: int) -> int:
+    raw = _env(name, "").strip()
+    if not raw:
+        return default
+    value = int(raw)
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more, got {raw!r}")
+    return value
+
+
+def _default_workers() -> int:
+    return min(2 * (os.cpu_count() or 1) + 1, 8)
+
+
+# ---- multiprocess metrics directory (settled before anything imports prometheus_client) ----
+_created_metrics_dir: str | None = None
+if not _env("PROMETHEUS_MULTIPROC_DIR"):
+    _created_metrics_dir = tempfile.mkdtemp(prefix="statsapi-prometheus-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _created_metrics_dir
+METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+# ---- server -----------------------------------------------------------------------------------
+bind = [_env("GUNICORN_BIND") or f"0.0.0.0:{_env('PORT') or '8000'}"]
+workers = _non_negative_int("WEB_CONCURRENCY", _default_workers()) or 1
+worker_class = "gthread"
+threads = _non_negative_int("GUNICORN_THREADS", 4) or 1
+timeout = _non_negative_int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = 30
+# Longer than nginx's upstream keepalive_timeout (60 s), so nginx closes idle connections first.
+keepalive = 75
+max_requests = _non_negative_int("GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = max_requests // 10
+# Heartbeat files on a RAM-backed filesystem: a disk-backed /tmp can stall workers.
+worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108 (RAM, not a temp file)
+# No control socket: it would need a writable $HOME and is not used in containers.
+control_socket_disable = True
+
+# Only the app's ProxyFix interprets X-Forwarded-*; gunicorn must not do it a second time.
+forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}
+
+# Request size limits (gunicorn's defaults, written down: nginx enforces tighter ones first).
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+# ---- logging ------------------------------------------------------------------------------------
+accesslog = None
+errorlog = "-"
+loglevel = (_env("LOG_LEVEL") or "info").lower()
+logconfig_dict: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "{asctime}{levelname}{name}{message}",
+            "style": "{",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "datefmt": "%Y-%m-%dT%H:%M:%S%z",
+        }
+    },
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    },
+    # No root handler from gunicorn: the app adds its own JSON handler on stdout when it loads
+    # (one access line per request, with request_id); a second one would duplicate every line.
+    "root": {"handlers": [], "level": "WARNING"},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stderr"], "level": loglevel.upper(), "propagate": False},
+        "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+    },
+}
+
+
+# ---- hooks --------------------------------------------------------------------------------------
+def on_starting(server: Any) -> None:
+    """Start every run with an empty metrics directory (stale samples would skew the sums)."""
+    METRICS_DIR.mkdir(parents=True, exist_ok=True)
+    if not os.access(METRICS_DIR, os.W_OK):
+        raise RuntimeError(f"PROMETHEUS_MULTIPROC_DIR {METRICS_DIR} is not writable (mount a tmpfs there)")
+    for stale in METRICS_DIR.glob("*.db"):
+        stale.unlink()
+    server.log.info("metrics: multiprocess samples in %s", METRICS_DIR)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges; its counters stay in the sums."""
+    from statsapi.metrics import mark_worker_dead
+
+    mark_worker_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if _created_metrics_dir:
+        shutil.rmtree(_created_metrics_dir, ignore_errors=True)

@@ -1,0 +1,49 @@
+"""Security headers from the app itself, so they hold without nginx too (e.g. on Render).
+
+Behind the bundled nginx the same headers are set at the edge (``always``, errors
+included) and nginx hides these copies, so each header appears once.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, request
+
+# The API answers JSON and never needs a browser to run anything. The two documentation
+# pages load everything from this host; what each needs beyond 'self' was found by
+# running them in Chromium under this policy (tests/browser): Swagger UI, data: images;
+# ReDoc, injected <style> elements and a search Worker built from a Blob.
+_API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+_DOCS_CSP = {
+    "/docs": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+    ),
+    "/redoc": (
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'self'; object-src 'none'"
+    ),
+}
+_ALWAYS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+def _secure_headers(response: Response) -> Response:
+    for name, value in _ALWAYS.items():
+        response.headers.setdefault(name, value)
+    response.headers.setdefault("Content-Security-Policy", _DOCS_CSP.get(request.path, _API_CSP))
+    if request.is_secure:  # HTTPS as the client saw it (ProxyFix reads X-Forwarded-Proto)
+        response.headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+    if request.path.startswith("/api/"):
+        # Tokens, records and figures are private: never stored by a shared cache.
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def init_app(app: Flask) -> None:
+    app.after_request(_secure_headers)
