@@ -239,8 +239,15 @@ def main() -> int:
         metrics_dir = tempfile.mkdtemp(prefix="statsapi-bench-metrics-")
         gunicorn = str(ROOT / ".venv/bin/gunicorn")
         server = subprocess.Popen(
-            [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", "--log-level", "warning", "statsapi.wsgi:app"],
-            env={**os.environ, **env(prefix), "PROMETHEUS_MULTIPROC_DIR": metrics_dir},
+            [gunicorn, "-c", str(ROOT / "gunicorn.conf.py"), "statsapi.wsgi:app"],
+            env={
+                **os.environ,
+                **env(prefix),
+                "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+                "GUNICORN_BIND": f"127.0.0.1:{port}",
+                "WEB_CONCURRENCY": "2",
+                "STATSAPI_MIGRATIONS_DIR": str(ROOT / "migrations"),
+            },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=ROOT,
@@ -270,7 +277,7 @@ def main() -> int:
             stats = wrk(f"{base}/api/stats", args.seconds, alice.access_token)
             results.append(
                 (
-                    "HTTP GET /health (gunicorn 2 workers, wrk -c16)",
+                    "HTTP GET /health (repo gunicorn.conf.py: 2 gthread workers; wrk -c16)",
                     f"{health['rps']:,.0f} req/s",
                     f"p50 {health['p50']:.1f} ms, p99 {health['p99']:.1f} ms",
                 )

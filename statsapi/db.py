@@ -9,6 +9,8 @@ transaction (the record, its audit event and its idempotency entry land together
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,6 +22,9 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 from .config import Settings
+from .metrics import DEGRADED_EVENTS, DEPENDENCY_UP
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -67,6 +72,37 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class DatabaseHealth:
+    """Up/down state of PostgreSQL as requests see it: logged and exported on transitions
+    only (a successful connection checkout marks it up, a connection error down)."""
+
+    def __init__(self) -> None:
+        self._up = True
+        self._lock = threading.Lock()
+
+    def ok(self, *_: Any) -> None:
+        if not self._up:
+            with self._lock:
+                if not self._up:
+                    self._up = True
+                    DEPENDENCY_UP.labels(dependency="database").set(1)
+                    log.info("database recovered", extra={"dependency": "database"})
+
+    def failed(self, error: BaseException) -> None:
+        with self._lock:
+            if self._up:
+                self._up = False
+                DEPENDENCY_UP.labels(dependency="database").set(0)
+                DEGRADED_EVENTS.labels(dependency="database").inc()
+            log.error(
+                "database unavailable: requests get 503",
+                extra={"dependency": "database", "reason": error.__class__.__name__},
+            )
+
+
+database_health = DatabaseHealth()
+
+
 def make_engine(settings: Settings) -> Engine:
     url = settings.database_url
     if url.startswith("sqlite"):
@@ -78,7 +114,7 @@ def make_engine(settings: Settings) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
@@ -92,6 +128,8 @@ def make_engine(settings: Settings) -> Engine:
             "options": f"-c timezone=UTC -c statement_timeout={settings.db_statement_timeout_ms}",
         },
     )
+    event.listen(engine, "checkout", database_health.ok)
+    return engine
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

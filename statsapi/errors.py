@@ -216,10 +216,9 @@ def handle_integrity_error(error: IntegrityError) -> Response:
 
 
 def handle_database_unavailable(error: DBAPIError | PoolTimeoutError) -> Response:
-    log.error("database unavailable: %s", error.__class__.__name__, exc_info=False)
-    from .metrics import DEPENDENCY_UP
+    from .db import database_health
 
-    DEPENDENCY_UP.labels(dependency="database").set(0)
+    database_health.failed(error)
     return problem_response(
         503,
         "The database is unavailable; the request was not processed.",

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from flask import Flask
+from prometheus_client import REGISTRY
 
 from statsapi.db import get_database
 from statsapi.migrate import upgrade
@@ -50,6 +51,7 @@ def test_database_down_then_back(postgres: ThrowawayPostgres, make_app: Callable
     assert ready.status_code == 503
     assert ready.json["checks"]["database"]["status"] == "down"
     assert client.get("/health").status_code == 200  # liveness touches nothing
+    assert REGISTRY.get_sample_value("statsapi_dependency_up", {"dependency": "database"}) == 0
 
     postgres.start()
     # The pool drops dead connections by itself (pre-ping): no restart needed.
@@ -58,4 +60,5 @@ def test_database_down_then_back(postgres: ThrowawayPostgres, make_app: Callable
     assert len(listing.json["items"]) == 1  # the acknowledged write survived; the refused one never happened
     assert alice.post("/api/records", json=record_body()).status_code == 201
     assert client.get("/ready").json["status"] == "ready"
+    assert REGISTRY.get_sample_value("statsapi_dependency_up", {"dependency": "database"}) == 1
     get_database(app).dispose()
