@@ -87,10 +87,15 @@ class Problem(HTTPException):
         super().__init__(description=detail)
         self.code = status
         self.slug = slug
-        self.title = title or (PROBLEM_TYPES[slug][0] if slug in PROBLEM_TYPES else _phrase(status))
+        self.title = title or default_title(status, slug)
         self.errors = errors
         self.extra_headers = dict(headers or {})
         self.extensions = extensions
+
+
+def default_title(status: int, slug: str | None) -> str:
+    """The problem type's title, or the status phrase for ``about:blank``."""
+    return PROBLEM_TYPES[slug][0] if slug in PROBLEM_TYPES else _phrase(status)
 
 
 def _phrase(status: int) -> str:
@@ -112,7 +117,7 @@ def problem_response(
 ) -> Response:
     body: dict[str, Any] = {
         "type": problem_type(slug) if slug else "about:blank",
-        "title": title or (PROBLEM_TYPES[slug][0] if slug in PROBLEM_TYPES else _phrase(status)),
+        "title": title or default_title(status, slug),
         "status": status,
         "detail": detail,
         "instance": request.path,
