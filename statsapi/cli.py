@@ -46,7 +46,7 @@ def _create_user(username: str, password: str, role: str, if_missing: bool) -> N
     from .services import users
     from .services.errors import Conflict
 
-    if not USERNAME.match(username):
+    if not USERNAME.fullmatch(username):
         raise click.UsageError("usernames are 3-64 letters, digits, '_', '.', '-'")
     session = get_database().new_session()
     try:

@@ -100,15 +100,13 @@ class DatabaseHealth:
             )
 
 
-database_health = DatabaseHealth()
-
-
 def make_engine(settings: Settings) -> Engine:
     url = settings.database_url
     if url.startswith("sqlite"):
         # One file, many threads (flask run, tests); short-lived connections keep WAL happy.
         engine = create_engine(
             url,
+            hide_parameters=True,  # errors and logs never carry bound values (hashes, text)
             connect_args={"check_same_thread": False, "timeout": 15},
             poolclass=NullPool,
         )
@@ -116,6 +114,7 @@ def make_engine(settings: Settings) -> Engine:
         return engine
     engine = create_engine(
         url,
+        hide_parameters=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,  # recover by itself after PostgreSQL restarts
@@ -128,7 +127,6 @@ def make_engine(settings: Settings) -> Engine:
             "options": f"-c timezone=UTC -c statement_timeout={settings.db_statement_timeout_ms}",
         },
     )
-    event.listen(engine, "checkout", database_health.ok)
     return engine
 
 
@@ -145,6 +143,8 @@ class Database:
 
     def __init__(self, settings: Settings) -> None:
         self.engine = make_engine(settings)
+        self.health = DatabaseHealth()
+        event.listen(self.engine, "checkout", self.health.ok)
         self.session_factory = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._after_commit_hooks: list[Callable[[Session], None]] = []
         event.listen(self.session_factory, "after_commit", self._run_after_commit)

@@ -220,15 +220,34 @@ def handle_integrity_error(error: IntegrityError) -> Response:
     )
 
 
-def handle_database_unavailable(error: DBAPIError | PoolTimeoutError) -> Response:
-    from .db import database_health
+# SQLSTATE classes that mean "the server is there but this query could not run now".
+_QUERY_CANCELED = "57014"  # statement_timeout
 
-    database_health.failed(error)
+
+def _is_connection_failure(error: DBAPIError | PoolTimeoutError) -> bool:
+    """Down for real: no connection, a dropped one, or no pool slot in time."""
+    if isinstance(error, PoolTimeoutError) or getattr(error, "connection_invalidated", False):
+        return True
+    # psycopg2 raises connection failures as OperationalError without a SQLSTATE.
+    orig = getattr(error, "orig", None)
+    return isinstance(error, OperationalError) and getattr(orig, "pgcode", "") is None
+
+
+def handle_database_unavailable(error: DBAPIError | PoolTimeoutError) -> Response:
+    """503 + Retry-After, never a 500: nothing was written (the transaction rolled back)."""
+    from .db import get_database
+
+    if _is_connection_failure(error):
+        get_database().health.failed(error)
+        detail = "The database is unavailable; the request was not processed."
+    elif getattr(getattr(error, "orig", None), "pgcode", None) == _QUERY_CANCELED:
+        log.warning("query cancelled by statement_timeout")
+        detail = "The query took too long and was cancelled; narrow it or retry later."
+    else:
+        log.warning("database busy: %s", getattr(error, "orig", error).__class__.__name__)
+        detail = "The database could not process the request right now; retry later."
     return problem_response(
-        503,
-        "The database is unavailable; the request was not processed.",
-        slug="service-unavailable",
-        headers={"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
+        503, detail, slug="service-unavailable", headers={"Retry-After": str(DB_RETRY_AFTER_SECONDS)}
     )
 
 

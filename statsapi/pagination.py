@@ -54,7 +54,8 @@ class CursorCodec:
             payload = _unb64(body)
         except (ValueError, binascii.Error):
             raise _invalid("The cursor is malformed.") from None
-        if not hmac.compare_digest(signature, self._sign(payload)):
+        # Compare bytes: compare_digest refuses non-ASCII str, and a cursor is client input.
+        if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
             raise _invalid("The cursor was not issued by this API or was altered.")
         data = json.loads(payload)
         if data.get("k") != kind:

@@ -108,6 +108,13 @@ class SchemaKeywords(BasePlugin):
         return dict(keywords) if keywords else None
 
 
+class IdConverter(IntegerConverter):
+    """``<id:name>``: 1 to 2^63-1, what a BIGINT key can hold (larger never reaches SQL)."""
+
+    def __init__(self, url_map: Any) -> None:
+        super().__init__(url_map, min=1, max=2**63 - 1)
+
+
 class Api(flask_smorest.Api):
     ERROR_SCHEMA = ProblemSchema
     DEFAULT_ERROR_RESPONSE_NAME = None  # operations list their real errors instead
@@ -168,9 +175,10 @@ class Api(flask_smorest.Api):
         self.register_converter(
             UnicodeConverter, lambda _converter: {"type": "string", "maxLength": 64, "pattern": "^[a-z-]+$"}
         )
-        # Path ids are positive 64-bit integers.
+        # Path ids (<id:...>) are positive 64-bit integers; anything else is a 404.
+        self._app.url_map.converters["id"] = IdConverter
         self.register_converter(
-            IntegerConverter,
+            IdConverter,
             lambda _converter: {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1},
         )
 

@@ -61,7 +61,7 @@ class Users(MethodView):
         return user, 201, {"Location": url_for("admin.UserById", user_id=user.id)}
 
 
-@blp.route("/users/<int:user_id>")
+@blp.route("/users/<id:user_id>")
 class UserById(MethodView):
     @blp.auth_required(ADMIN)
     @blp.response(200, UserSchema)
@@ -81,7 +81,7 @@ class UserById(MethodView):
         return user_service.update(session, actor_id=current_principal().id, user=user, changes=changes)
 
 
-@blp.route("/users/<int:user_id>/role")
+@blp.route("/users/<id:user_id>/role")
 class UserRole(MethodView):
     @blp.auth_required(ADMIN)
     @blp.arguments(RoleGrantSchema)
@@ -94,7 +94,7 @@ class UserRole(MethodView):
         return user_service.grant_role(session, actor_id=current_principal().id, user=user, **grant)
 
 
-@blp.route("/users/<int:user_id>/revoke-tokens")
+@blp.route("/users/<id:user_id>/revoke-tokens")
 class UserTokens(MethodView):
     @blp.auth_required(ADMIN)
     @blp.response(204)

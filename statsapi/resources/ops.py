@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Response, current_app, jsonify
@@ -9,6 +10,8 @@ from sqlalchemy import text
 from .. import db
 from ..errors import PROBLEM_TYPES, Problem, problem_response
 from ..rest import Blueprint
+
+log = logging.getLogger(__name__)
 
 blp = Blueprint("ops", __name__, description="Liveness and readiness.")
 
@@ -42,17 +45,18 @@ class Ready(MethodView):
                 "head": head,
             }
             ok = migrated
-        except Exception as error:  # any failure means "not ready", never a 500
-            checks["database"] = {"status": "down", "detail": error.__class__.__name__}
+        except Exception:  # any failure means "not ready", never a 500 (details go to the log)
+            log.warning("readiness: database check failed", exc_info=True)
+            checks["database"] = {"status": "down"}
             ok = False
         redis = current_app.extensions.get("statsapi.redis")
         degraded_reason = None
         if redis is None:
             checks["redis"] = {"status": "disabled"}
         else:
-            up, reason = redis.probe()
-            checks["redis"] = {"status": "ok" if up else "down", **({"detail": reason} if reason else {})}
-            degraded_reason = None if up else f"redis: {reason}"
+            up, _reason = redis.probe()  # the reason (host, port, error) is logged, not published
+            checks["redis"] = {"status": "ok" if up else "down"}
+            degraded_reason = None if up else "redis unreachable: database fallback, per-process limits"
         if not ok:
             return problem_response(
                 503,

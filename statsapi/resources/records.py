@@ -101,7 +101,7 @@ class RecordBatch(MethodView):
         return {"items": records}, 201
 
 
-@blp.route("/<int:record_id>")
+@blp.route("/<id:record_id>")
 class RecordById(MethodView):
     @blp.auth_required(*READERS)
     @documents_if_none_match

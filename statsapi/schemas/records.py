@@ -6,7 +6,7 @@ import marshmallow as ma
 
 from ..money import MoneyError, parse_amount
 from ..services.records import GROUP_BY, RecordFilters, parse_amount_filter
-from ..services.stats import MAX_GROUPS
+from ..services.stats import MAX_GROUP_ROWS
 from .common import PageArgsSchema, StrictSchema, page_schema
 from .fields import INT64_MAX, CleanText, Count, CurrencyCode, DecimalString, Id, RFC3339DateTime, Text
 
@@ -188,8 +188,8 @@ class StatsSchema(ma.Schema):
     groups = ma.fields.List(
         ma.fields.Nested(StatsGroupSchema),
         metadata={
-            "description": f"Present when `group_by` is given; at most {MAX_GROUPS} groups.",
-            "maxItems": MAX_GROUPS,
+            "description": f"Present when `group_by` is given; at most {MAX_GROUP_ROWS} (group, currency) totals.",
+            "maxItems": MAX_GROUP_ROWS,
         },
     )
     record_count = Count(required=True)

@@ -33,7 +33,7 @@ class Username(ma.fields.String):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
-        if not USERNAME.match(text):
+        if not USERNAME.fullmatch(text):
             raise self.make_error("format")
         return text.lower()
 

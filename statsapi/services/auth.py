@@ -96,7 +96,6 @@ def change_password(session: Session, *, user: User, current_password: str, new_
     before = user.snapshot()
     user.password_hash = hash_password(new_password)
     revoke_all_tokens(user)
-    session.flush()
     audit.record(
         session,
         actor_id=user.id,

@@ -23,8 +23,9 @@ from ..schemas.fields import format_utc
 from .errors import InvalidInput
 from .records import RecordFilters, apply_filters
 
-# A response stays bounded: day groups over decades would otherwise grow without limit.
-MAX_GROUPS = 10_000
+# A response stays bounded: day groups over decades (times currencies) would otherwise
+# grow without limit. Counted in (group, currency) totals, the unit of size.
+MAX_GROUP_ROWS = 10_000
 
 
 class utc_day(FunctionElement[str]):  # noqa: N801 (SQL function naming)
@@ -80,6 +81,18 @@ def _totals(currency: str, count: int, total: int, low: int, high: int) -> dict[
     }
 
 
+def _exact_sum(dialect: str) -> list[Any]:
+    """SQL for an exact sum of ``amount_minor``, as one or two columns.
+
+    PostgreSQL sums bigint into numeric (exact, no overflow). SQLite's sum() raises on
+    int64 overflow, so there we add the high and low 32-bit halves separately (each sum
+    stays far inside int64) and recombine them in Python: high * 2^32 + low is exact.
+    """
+    if dialect == "sqlite":
+        return [func.sum(Record.amount_minor.op(">>")(32)), func.sum(Record.amount_minor.op("&")(0xFFFFFFFF))]
+    return [func.sum(Record.amount_minor)]
+
+
 def compute(
     session: Session, *, owner_id: int | None, filters: RecordFilters, group_by: str | None
 ) -> dict[str, Any]:
@@ -90,13 +103,14 @@ def compute(
     """
     STATS_COMPUTATIONS.inc()
     key = _group_key(group_by).label("group_key") if group_by else None
+    sums = _exact_sum(session.get_bind().dialect.name)
     columns: list[Any] = [
         *([key] if key is not None else []),
         Record.currency,
         func.count(),
-        func.sum(Record.amount_minor),
         func.min(Record.amount_minor),
         func.max(Record.amount_minor),
+        *sums,
     ]
     grouping = [key, Record.currency] if key is not None else [Record.currency]
     query: Select[Any] = select(*columns)
@@ -104,20 +118,25 @@ def compute(
 
     per_currency: dict[str, list[int]] = {}
     groups: dict[str, dict[str, Any]] = {}
+    rows = 0
     for row in session.execute(query):
         group: str | None = row[0] if key is not None else None
-        currency: str = row[-5]
-        # PostgreSQL returns sum(bigint) as numeric: normalise every figure to int.
-        count, total, low, high = (int(value) for value in row[-4:])
+        offset = 1 if key is not None else 0
+        currency: str = row[offset]
+        count, low, high = (int(value) for value in row[offset + 1 : offset + 4])
+        parts = [int(value) for value in row[offset + 4 :]]  # PostgreSQL: numeric → int
+        total = parts[0] if len(parts) == 1 else (parts[0] << 32) + parts[1]
         acc = per_currency.setdefault(currency, [0, 0, low, high])
         acc[0] += count
         acc[1] += total
         acc[2] = min(acc[2], low)
         acc[3] = max(acc[3], high)
         if group is not None:
-            if group not in groups and len(groups) == MAX_GROUPS:
+            rows += 1
+            if rows > MAX_GROUP_ROWS:
                 raise InvalidInput(
-                    "group_by", f"More than {MAX_GROUPS} groups; narrow the range with 'from' and 'to'."
+                    "group_by",
+                    f"More than {MAX_GROUP_ROWS} group totals; narrow the range with 'from' and 'to'.",
                 )
             entry = groups.setdefault(group, {"key": group, "record_count": 0, "totals": {}})
             entry["totals"][currency] = _totals(currency, count, total, low, high)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy import update as sql_update
+from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..db import utcnow
 from ..models import Role, User
@@ -71,35 +73,50 @@ def create(session: Session, *, actor_id: int | None, username: str, password: s
 
 
 def revoke_all_tokens(user: User) -> None:
-    """Every token issued before now stops working on its next request."""
-    user.token_generation = user.token_generation + 1
-    user.updated_at = utcnow()
+    """Every token issued before now stops working on its next request.
+
+    The increment happens in SQL (``token_generation + 1``, row-locked until commit), so two
+    concurrent revocations both count: none can undo the other with a stale value.
+    """
+    session = object_session(user)
+    assert session is not None
+    now = utcnow()
+    generation = session.execute(
+        sql_update(User)
+        .where(User.id == user.id)
+        .values(token_generation=User.token_generation + 1, updated_at=now)
+        .returning(User.token_generation)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    set_committed_value(user, "token_generation", generation)
+    set_committed_value(user, "updated_at", now)
     note_user_changed(user)
 
 
 def _ensure_another_admin(session: Session, user: User) -> None:
-    """Never leave the system without an active admin (no lock-out by mistake)."""
-    others = session.scalar(
-        select(func.count())
-        .select_from(User)
-        .where(User.role == Role.ADMIN.value, User.is_active.is_(True), User.id != user.id)
-    )
-    if not others:
+    """Never leave the system without an active admin (no lock-out by mistake).
+
+    The active admins' rows are locked first, so two admins demoting or deactivating
+    each other at the same moment cannot both pass the check (no write skew).
+    """
+    admins = session.scalars(
+        select(User.id).where(User.role == Role.ADMIN.value, User.is_active.is_(True)).with_for_update()
+    ).all()
+    if not [admin for admin in admins if admin != user.id]:
         raise Conflict("This is the last active admin; promote another admin first.")
 
 
 def update(session: Session, *, actor_id: int, user: User, changes: dict[str, Any]) -> User:
     before = user.snapshot()
-    if "is_active" in changes and changes["is_active"] != user.is_active:
+    activation = "is_active" in changes and changes["is_active"] != user.is_active
+    if activation:
         if not changes["is_active"] and user.role == Role.ADMIN.value:
             _ensure_another_admin(session, user)
         user.is_active = changes["is_active"]
-        revoke_all_tokens(user)
     if "password" in changes:
         user.password_hash = hash_password(changes["password"])
-        revoke_all_tokens(user)
-    if session.is_modified(user):
-        session.flush()
+    if activation or "password" in changes:
+        revoke_all_tokens(user)  # one bump for the whole change
         after = user.snapshot()
         if "password" in changes:
             after["password_reset"] = True
@@ -123,7 +140,6 @@ def grant_role(session: Session, *, actor_id: int, user: User, role: str, reason
         user.role = role
         # The new role takes effect at once: old tokens (with the old role) stop working.
         revoke_all_tokens(user)
-        session.flush()
     audit.record(
         session,
         actor_id=actor_id,
@@ -140,7 +156,6 @@ def grant_role(session: Session, *, actor_id: int, user: User, role: str, reason
 def admin_revoke_tokens(session: Session, *, actor_id: int, user: User) -> None:
     before = user.snapshot()
     revoke_all_tokens(user)
-    session.flush()
     audit.record(
         session,
         actor_id=actor_id,
