@@ -60,7 +60,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     logs.init_app(app)
     errors.init_app(app)
     headers.init_app(app)
-    metrics.init_app(app)
+    metrics.init_app(app, settings.metrics_allowed_networks)
     init_backends(app, settings, database)
     api = Api(app)
     register(app, api)

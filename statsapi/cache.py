@@ -32,7 +32,9 @@ from .metrics import CACHE_REQUESTS
 from .pagination import filters_digest
 from .redis_client import RedisConnection, RedisUnavailable
 
-WAIT_FOR_LEADER_SECONDS = 5.0
+# Waiters give the leader as long as its lock lives (longer than the 15 s statement timeout),
+# so a slow aggregation is still computed once, not once per waiter.
+WAIT_FOR_LEADER_SECONDS = 20.0
 
 
 class CacheUnavailable(Exception):
@@ -237,7 +239,7 @@ end
 return 0
 """
 
-LOCK_MILLISECONDS = 10_000
+LOCK_MILLISECONDS = 20_000
 WAIT_POLL_SECONDS = 0.02
 
 

@@ -11,6 +11,7 @@ Two run modes (SPEC §2):
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import secrets
@@ -42,6 +43,15 @@ PLACEHOLDER_SECRETS = frozenset(
     }
 )
 MIN_SECRET_BYTES = 32
+# Prometheus scrapes from the private network; nobody else may read /metrics.
+DEFAULT_METRICS_NETWORKS = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+)
 
 
 class ConfigError(RuntimeError):
@@ -106,6 +116,7 @@ class Settings:
     log_level: str = "INFO"
     db_statement_timeout_ms: int = 15000
     db_pool_size: int = 5
+    metrics_allowed_networks: tuple[str, ...] = DEFAULT_METRICS_NETWORKS
     bootstrap_admin_username: str = ""
     bootstrap_admin_password: str = ""
     instance_path: str = ""
@@ -191,6 +202,9 @@ class Settings:
                 get("DB_STATEMENT_TIMEOUT_MS", "15000"), "DB_STATEMENT_TIMEOUT_MS", minimum=100
             ),
             db_pool_size=_int(get("DB_POOL_SIZE", "5"), "DB_POOL_SIZE", minimum=1),
+            metrics_allowed_networks=_networks(
+                get("METRICS_ALLOWED_NETWORKS", ",".join(DEFAULT_METRICS_NETWORKS))
+            ),
             bootstrap_admin_username=get("BOOTSTRAP_ADMIN_USERNAME", ""),
             bootstrap_admin_password=get("BOOTSTRAP_ADMIN_PASSWORD", ""),
             instance_path=instance_path,
@@ -210,6 +224,18 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def _networks(value: str) -> tuple[str, ...]:
+    networks = tuple(part.strip() for part in value.split(",") if part.strip())
+    for network in networks:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError:
+            raise ConfigError(
+                f"METRICS_ALLOWED_NETWORKS: {network!r} is not a network (e.g. 10.0.0.0/8)"
+            ) from None
+    return networks
 
 
 def _float(value: str, name: str) -> float:

@@ -7,8 +7,10 @@
 3. A retry with the same key and body replays the stored response (and creates
    nothing); another body is a 422; an error releases the claim so the client may retry.
 
-A claim left behind by a crashed worker expires after ``LEASE`` and can be retaken.
-Keys live ``TTL`` per user; ``flask --app statsapi purge`` removes expired ones.
+A claim left behind by a crashed (or very slow) request expires after ``LEASE`` and can
+be retaken; the lease fences the old holder out, so it can no longer complete the key.
+Keys live ``TTL`` per user; a user's expired keys are removed when that user claims a new
+one, and ``flask --app statsapi purge`` removes all expired keys at once.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, no spaces
 
 @dataclass(frozen=True)
 class Claimed:
-    pass
+    lease: dt.datetime  # our fence: only the holder of this lease may complete the key
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,11 @@ def request_fingerprint(endpoint: str) -> str:
 
 
 def claim(session: Session, *, user_id: int, key: str, endpoint: str, fingerprint: str) -> Outcome:
+    # The user's expired keys go first: the table cleans itself, per user, as it is used.
+    session.execute(
+        delete(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.expires_at <= utcnow())
+    )
+    session.commit()
     for _attempt in range(3):
         session.expunge_all()
         now = utcnow()
@@ -95,7 +102,7 @@ def claim(session: Session, *, user_id: int, key: str, endpoint: str, fingerprin
         )
         try:
             session.commit()
-            return Claimed()
+            return Claimed(lease=now + LEASE)
         except IntegrityError:
             session.rollback()
         existing = session.get(IdempotencyKey, (user_id, key), populate_existing=True)
@@ -135,20 +142,24 @@ def claim(session: Session, *, user_id: int, key: str, endpoint: str, fingerprin
             )
         )
         session.commit()
-        return Claimed() if taken == 1 else InFlight()
+        return Claimed(lease=now + LEASE) if taken == 1 else InFlight()
     return InFlight()
 
 
-def release(*, user_id: int, key: str) -> None:
+def _ours(user_id: int, key: str, lease: dt.datetime) -> Any:
+    """The key's row, still in flight under our lease (not taken over meanwhile)."""
+    return (
+        (IdempotencyKey.user_id == user_id)
+        & (IdempotencyKey.key == key)
+        & (IdempotencyKey.state == "in_flight")
+        & (IdempotencyKey.locked_until == lease)
+    )
+
+
+def release(*, user_id: int, key: str, lease: dt.datetime) -> None:
     session = db.get_database().new_session()
     try:
-        session.execute(
-            delete(IdempotencyKey).where(
-                IdempotencyKey.user_id == user_id,
-                IdempotencyKey.key == key,
-                IdempotencyKey.state == "in_flight",
-            )
-        )
+        session.execute(delete(IdempotencyKey).where(_ours(user_id, key, lease)))
         session.commit()
     except Exception:  # the lease expires anyway; never mask the original error
         current_app.logger.warning("could not release idempotency key", exc_info=True)
@@ -156,10 +167,10 @@ def release(*, user_id: int, key: str) -> None:
         session.close()
 
 
-def _store(*, user_id: int, key: str, response: Response) -> None:
-    db.session().execute(
+def _store(*, user_id: int, key: str, lease: dt.datetime, response: Response) -> None:
+    stored = db.session().execute(
         update(IdempotencyKey)
-        .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+        .where(_ours(user_id, key, lease))
         .values(
             state="done",
             response_status=response.status_code,
@@ -167,6 +178,15 @@ def _store(*, user_id: int, key: str, response: Response) -> None:
             response_headers={h: response.headers[h] for h in REPLAYED_HEADERS if h in response.headers},
         )
     )
+    if rowcount(stored) != 1:
+        # Our lease ran out and another request took the key over: it owns the outcome.
+        # Raising here rolls this request's unit of work back, so nothing is created twice.
+        raise Problem(
+            409,
+            "This request outlived its Idempotency-Key lease and was not applied; retry with the same key.",
+            slug="idempotency-conflict",
+            headers={"Retry-After": "1"},
+        )
 
 
 def purge_expired(session: Session) -> int:
@@ -221,13 +241,14 @@ def idempotent(endpoint: str) -> Callable[[F], F]:
                     slug="idempotency-conflict",
                     headers={"Retry-After": "1"},
                 )
+            lease = outcome.lease
             g.setdefault("before_commit", []).append(
-                lambda response: _store(user_id=user_id, key=key, response=response)
+                lambda response: _store(user_id=user_id, key=key, lease=lease, response=response)
             )
             try:
                 return func(*args, **kwargs)
             except BaseException:
-                release(user_id=user_id, key=key)
+                release(user_id=user_id, key=key, lease=lease)
                 raise
 
         return document_header(

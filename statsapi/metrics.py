@@ -14,7 +14,9 @@ import os
 if "PROMETHEUS_MULTIPROC_DIR" in os.environ and not os.environ["PROMETHEUS_MULTIPROC_DIR"].strip():
     del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
-from flask import Flask, Response
+import ipaddress
+
+from flask import Flask, Response, current_app, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -69,6 +71,16 @@ DEGRADED_EVENTS = Counter(
 
 
 def render() -> Response:
+    allowed = current_app.extensions["statsapi.metrics_networks"]
+    try:
+        client = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        client = None
+    if client is None or not any(client in network for network in allowed):
+        # Only the private network (Prometheus) may scrape; to everyone else it does not exist.
+        from .errors import Problem
+
+        raise Problem(404, "No resource exists at this URL.")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
@@ -84,5 +96,6 @@ def mark_worker_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def init_app(app: Flask) -> None:
+def init_app(app: Flask, allowed_networks: tuple[str, ...]) -> None:
+    app.extensions["statsapi.metrics_networks"] = tuple(ipaddress.ip_network(n) for n in allowed_networks)
     app.add_url_rule("/metrics", "metrics", render)

@@ -30,6 +30,7 @@ from .models import Role
 from .security import peek_identity
 
 LOGIN_ENDPOINT = "auth.Login"
+PASSWORD_ENDPOINT = "auth.Password"  # noqa: S105 (an endpoint name)
 EXEMPT_ENDPOINTS = frozenset({"ops.Health", "metrics", "docs.asset", "static"})
 _GRANULARITY_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
 
@@ -57,10 +58,6 @@ def login_key() -> str:
     username = body.get("username") if isinstance(body, dict) else None
     name = username.strip().lower()[:64] if isinstance(username, str) else "-"
     return f"login:{request.remote_addr or 'unknown'}:{name}"
-
-
-def _is_login_key(key: str) -> bool:
-    return key.startswith("login:")
 
 
 _INCR_WITH_TTL = """
@@ -165,11 +162,17 @@ class RateLimits:
         # Login: per IP + username, on top of the application-wide anonymous per-IP
         # limit, so neither one username from many IPs nor many usernames from one IP
         # gets unbounded guesses.
-        login_view: Any = app.view_functions[LOGIN_ENDPOINT]
-        app.view_functions[LOGIN_ENDPOINT] = self.limiter.limit(
-            self.login_limit, key_func=login_key, methods=["POST"]
-        )(login_view)
+        self._guard(app, LOGIN_ENDPOINT, login_key)
+        # Changing the password proves the current one: the same budget, per user, so a
+        # stolen access token cannot become an unlimited password-guessing oracle.
+        self._guard(app, PASSWORD_ENDPOINT, lambda: f"password:{request_key()}")
         app.after_request(self._headers)
+
+    def _guard(self, app: Flask, endpoint: str, key_func: Any) -> None:
+        view: Any = app.view_functions[endpoint]
+        app.view_functions[endpoint] = self.limiter.limit(
+            self.login_limit, key_func=key_func, methods=["POST"]
+        )(view)
 
     def _headers(self, response: Response) -> Response:
         if not self.limiter.enabled:
@@ -204,7 +207,14 @@ class RateLimits:
     @staticmethod
     def _policy_name(limit: RequestLimit) -> str:
         window = _GRANULARITY_NAMES.get(limit.limit.get_expiry(), f"{limit.limit.get_expiry()}s")
-        tier = "login" if any(_is_login_key(str(a)) for a in limit.request_args) else _identity()[1]
+        tier = next(
+            (
+                name
+                for name in ("login", "password")
+                if any(str(a).startswith(f"{name}:") for a in limit.request_args)
+            ),
+            _identity()[1],
+        )
         return f"{tier}-{window}"
 
     def storage_healthy(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ def test_every_endpoint_of_the_app_is_documented(app: Flask, spec: dict[str, Any
     for rule in app.url_map.iter_rules():
         if rule.endpoint in undocumented:
             continue
-        path = rule.rule.replace("<int:", "<")
+        path = re.sub(r"<[a-z]+:", "<", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (path, method) in documented, (path, method)
 

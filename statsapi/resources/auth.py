@@ -81,6 +81,10 @@ class Password(MethodView):
     @blp.response(204)
     @blp.errors(422)
     def post(self, data: dict[str, Any]) -> Response:
-        """Change your password; every token you hold stops working."""
+        """Change your password; every token you hold stops working.
+
+        It proves the current password, so it has the login limit too (per user), on top
+        of the role's limit.
+        """
         auth_service.change_password(db.session(), user=current_principal().user, **data)
         return Response(status=204)

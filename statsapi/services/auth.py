@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from ..db import rowcount, utcnow
+from ..metrics import AUTH_FAILURES
 from ..models import TokenFamily, User
 from ..security import (
     TokenPair,
@@ -37,7 +38,14 @@ def login(session: Session, *, username: str, password: str) -> TokenPair:
 
 
 def start_session(session: Session, *, user: User) -> TokenPair:
-    """A new login family and its first token pair (after the caller authenticated)."""
+    """A new login family and its first token pair (after the caller authenticated).
+
+    The user's expired families are deleted on the way: the table cleans itself as people
+    log in (``flask --app statsapi purge`` does it for everyone).
+    """
+    session.execute(
+        delete(TokenFamily).where(TokenFamily.user_id == user.id, TokenFamily.expires_at <= utcnow())
+    )
     refresh_jti = new_jti()
     family = TokenFamily(
         id=str(uuid.uuid4()),
@@ -90,6 +98,7 @@ def revoke_family(session: Session, *, family_id: str, reason: str) -> None:
 
 def change_password(session: Session, *, user: User, current_password: str, new_password: str) -> None:
     if not verify_password(user.password_hash, current_password):
+        AUTH_FAILURES.labels(reason="bad_password").inc()
         raise InvalidInput("current_password", "The current password is incorrect.")
     if new_password.lower() == user.username:
         raise InvalidInput("new_password", "The password must differ from the username.")
