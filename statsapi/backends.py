@@ -16,7 +16,8 @@ from .cache import CacheBackend, MemoryBackend, RedisBackend, StatsCache
 from .config import Settings
 from .db import Database, pop_changed_owners
 from .redis_client import RedisConnection
-from .token_state import TokenStateCache, pop_changes
+from .token_state import TokenStateCache
+from .token_state import changes as token_changes
 
 
 def init_backends(app: Flask, settings: Settings, database: Database) -> None:
@@ -35,18 +36,24 @@ def init_backends(app: Flask, settings: Settings, database: Database) -> None:
     cache = StatsCache(backend, ttl=settings.stats_cache_ttl_seconds)
     app.extensions["statsapi.stats_cache"] = cache
 
-    def after_commit(session: Session) -> None:
-        # Runs inside commit(), before the response leaves: the very next request of any
-        # client sees the new stats and the new token state.
-        owners = pop_changed_owners(session)
+    def publish(session: Session, *, committed: bool) -> None:
+        """Stats versions and token state, before the commit (fail-closed: a crash right
+        after the commit cannot leave them stale) and again after it (readers that filled
+        the cache in between from the old data are superseded). Runs inside commit(),
+        before the response leaves: the very next request of any client sees the change."""
+        owners = pop_changed_owners(session) if committed else set(session.info.get("changed_owners", ()))
         if owners:
             cache.invalidate(owners)
-        users, families = pop_changes(session)
         if token_cache is not None:
-            token_cache.publish(users, families)
+            users, families = token_changes(session, pop=committed)
+            if users or families:
+                token_cache.publish(users, families)
+        elif committed:
+            token_changes(session, pop=True)
 
-    database.on_after_commit(after_commit)
-    event.listen(database.session_factory, "after_rollback", pop_changes)
+    event.listen(database.session_factory, "before_commit", lambda session: publish(session, committed=False))
+    database.on_after_commit(lambda session: publish(session, committed=True))
+    event.listen(database.session_factory, "after_rollback", lambda session: token_changes(session, pop=True))
 
 
 def stats_cache() -> StatsCache:

@@ -2,18 +2,19 @@
 
 Keys are ``scope`` + a digest of the normalised filters, under the scope's current
 *version*. A scope is one owner's records (``owner:<id>``) or all records (``all``).
-After a write commits, the owner's scope and ``all`` get new versions, so the next read
-of any scope that includes the record misses and recomputes (read-your-writes) while
-other owners' entries stay warm. A computation that raced with a write stores under the
-version it read, which nobody asks for any more, so it can never hide that write.
+A write gives the owner's scope and ``all`` new versions, once before its transaction
+commits and again after, so the next read of any scope that includes the record misses
+and recomputes (read-your-writes) while other owners' entries stay warm. A computation
+that raced with the write stores under a version nobody asks for any more, so it can
+never hide that write.
 
 On a miss exactly one caller per key computes (the *leader*); the others wait for its
 result, then fall back to computing themselves if it does not arrive in time.
 Values are plain JSON, checked on read: anything malformed is recomputed, never served.
 
-Backends: in-process (embedded default, one process) and Redis (``redis_cache.py``,
-shared by every worker and instance). When Redis is unreachable the cache is bypassed
-and stats come straight from the database.
+Backends: in-process (``MemoryBackend``: embedded default, one process) and Redis
+(``RedisBackend``: shared by every worker and instance). When Redis is unreachable the
+cache is bypassed and stats come straight from the database.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any, Protocol
 from .conditional import content_etag
 from .metrics import CACHE_REQUESTS
 from .pagination import filters_digest
-from .redis_client import RedisConnection, RedisUnavailable
+from .redis_client import RedisConnection, RedisUnavailable, Replayer
 
 # Waiters give the leader as long as its lock lives (longer than the 15 s statement timeout),
 # so a slow aggregation is still computed once, not once per waiter.
@@ -253,9 +254,11 @@ class RedisBackend:
         self._store = connection.client.register_script(_STORE)
         self._release = connection.client.register_script(_RELEASE)
         self._token = uuid.uuid4().hex
-        # Scopes whose version bump failed (Redis down): replayed when it answers again.
+        # Scopes whose version bump failed (Redis unreachable from here): retried in the
+        # background until Redis answers, and before this process uses the cache again.
         self._pending: set[str] = set()
         self._pending_lock = threading.Lock()
+        self._replayer = Replayer(self._replay_pending, lambda: bool(self._pending))
         connection.on_recover(self._replay_pending)
 
     def _version_key(self, scope: str) -> str:
@@ -328,10 +331,12 @@ class RedisBackend:
         try:
             self._bump(scopes)
         except RedisUnavailable:
-            # Nobody is served from the cache while Redis is down (lookups bypass it);
-            # the bump is replayed before this process uses the cache again.
+            # This process bypasses the cache until the bump lands; other processes that
+            # can still reach Redis would serve the old entry, so the bump is retried in
+            # the background until Redis answers (and bounded by the entries' TTL).
             with self._pending_lock:
                 self._pending |= scopes
+            self._replayer.retry_in_background()
 
     def _bump(self, scopes: set[str]) -> None:
         def run(client: Any) -> None:

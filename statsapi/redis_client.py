@@ -118,6 +118,42 @@ class RedisConnection:
         self.client.close()
 
 
-def script(connection: RedisConnection, source: str) -> Any:
-    """Register a Lua script (EVALSHA, falling back to EVAL after a Redis restart)."""
-    return connection.client.register_script(source)
+class Replayer:
+    """Writes that must reach Redis even if it failed when they were made.
+
+    ``replay`` sends what is pending and raises RedisUnavailable if it still cannot. After
+    a failure one daemon thread retries with backoff until it succeeds, so other processes
+    see the write within moments of Redis answering this one again, whatever this
+    process does meanwhile (the next request may be minutes away).
+    """
+
+    def __init__(self, replay: Callable[[], None], has_pending: Callable[[], bool]) -> None:
+        self._replay = replay
+        self._has_pending = has_pending
+        self._lock = threading.Lock()
+        self._running = False
+
+    def retry_in_background(self) -> None:
+        with self._lock:
+            if self._running:
+                return
+            self._running = True
+        threading.Thread(target=self._run, name="statsapi-redis-replay", daemon=True).start()
+
+    def _run(self) -> None:
+        delay = 0.1
+        while True:
+            time.sleep(delay)
+            try:
+                self._replay()
+            except RedisUnavailable:
+                delay = min(delay * 2, RETRY_AFTER_MAX)
+                continue
+            except Exception:  # never let a bug kill the retry silently
+                log.exception("redis replay failed")
+                delay = RETRY_AFTER_MAX
+                continue
+            with self._lock:
+                if not self._has_pending():  # else something failed again meanwhile
+                    self._running = False
+                    return

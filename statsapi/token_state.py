@@ -6,12 +6,17 @@ query answers it. With Redis, one MGET usually does, and the database fills the 
 on a miss.
 
 Keeping the cache honest:
-* fills use ``SET NX``; changes (after their transaction commits) use a plain ``SET``
-  of the new state, so a fill computed from an older read can never overwrite a newer
-  revocation;
-* entries expire after ``TTL`` seconds, bounding any staleness;
-* a change that cannot be published (Redis down) is kept and replayed before this
-  process reads the cache again; until then it reads the database.
+* every change that matters bumps the user's generation, and a user's entry is only ever
+  written if Redis does not already hold a newer generation (a Lua compare-and-set), so
+  neither a fill from an older read nor a late publish can undo a revocation; a revoked
+  family is written unconditionally and a live one only where nothing is cached;
+* a change is published twice: before its transaction commits (fail-closed: the new
+  generation accepts no older token even if the process dies right after the commit)
+  and again after it;
+* a publish that fails is kept, retried in the background until Redis answers, and
+  replayed before this process reads the cache again (until then it reads the database);
+* entries expire after ``TTL`` seconds, the bound on staleness in the one case left: a
+  process that cannot reach Redis revoking while other processes still can.
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ from sqlalchemy.orm import Session, object_session
 
 from . import db
 from .models import TokenFamily, User
-from .redis_client import RedisConnection, RedisUnavailable
+from .redis_client import RedisConnection, RedisUnavailable, Replayer
 
-TTL = 60
+TTL = 30
 REVOKED = b"revoked"
 LIVE = b"live"
 
@@ -52,12 +57,30 @@ def _user_value(role: str, is_active: bool, generation: int) -> str:
     return f"{role}|{int(is_active)}|{generation}"
 
 
+# Write a user's state unless Redis already holds a newer generation: every change that
+# matters bumps the generation, so "newest generation wins" whatever order writes (fills
+# from old reads, publishes from concurrent commits) arrive in.
+_SET_USER_IF_NEWER = """
+local current = redis.call('GET', KEYS[1])
+if current then
+    local generation = tonumber(string.match(current, '|(%d+)$'))
+    if generation and generation > tonumber(ARGV[2]) then
+        return 0
+    end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+
+
 class TokenStateCache:
     def __init__(self, connection: RedisConnection) -> None:
         self.redis = connection
+        self._set_user = connection.client.register_script(_SET_USER_IF_NEWER.encode())
         self._pending_users: dict[int, str] = {}
         self._pending_families: set[str] = set()
         self._lock = threading.Lock()
+        self._replayer = Replayer(self._replay, lambda: bool(self._pending_users or self._pending_families))
         connection.on_recover(self._replay)
 
     def _user_key(self, user_id: int) -> str:
@@ -68,7 +91,7 @@ class TokenStateCache:
 
     def get(self, user_id: int, family_id: str) -> AuthState | None:
         if self._pending_users or self._pending_families:
-            self._replay()
+            self._replay()  # a change this process could not publish yet: don't trust the cache
         values: list[bytes | None] = self.redis.call(
             lambda client: client.mget(self._user_key(user_id), self._family_key(family_id))
         )
@@ -78,24 +101,33 @@ class TokenStateCache:
         role, active, generation = user_raw.decode().split("|")
         return AuthState(user_id, role, active == "1", int(generation), family_raw == LIVE)
 
+    def _queue_user(self, pipe: Any, user_id: int, value: str) -> None:
+        generation = value.rsplit("|", 1)[1]
+        self._set_user(keys=[self._user_key(user_id)], args=[value, generation, TTL], client=pipe)
+
     def fill(self, state: AuthState, family_id: str) -> None:
+        """Cache what the database said; never over a newer state or a revocation."""
+
         def run(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
-            value = _user_value(state.role, state.is_active, state.generation)
-            pipe.set(self._user_key(state.user_id), value, ex=TTL, nx=True)
+            self._queue_user(pipe, state.user_id, _user_value(state.role, state.is_active, state.generation))
             pipe.set(self._family_key(family_id), LIVE if state.family_live else REVOKED, ex=TTL, nx=True)
             pipe.execute()
 
         self.redis.call(run)
 
     def publish(self, users: Mapping[int, str], families: set[str]) -> None:
-        """Overwrite entries with committed changes; keep them for replay on failure."""
+        """Write changed states; on failure keep them and retry in the background."""
         try:
             self._publish(users, families)
         except RedisUnavailable:
             with self._lock:
-                self._pending_users.update(users)
+                for user_id, value in users.items():
+                    self._pending_users[user_id] = max(
+                        value, self._pending_users.get(user_id, value), key=lambda v: int(v.rsplit("|", 1)[1])
+                    )
                 self._pending_families |= families
+            self._replayer.retry_in_background()
 
     def _publish(self, users: Mapping[int, str], families: set[str]) -> None:
         if not users and not families:
@@ -104,9 +136,9 @@ class TokenStateCache:
         def run(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
             for user_id, value in users.items():
-                pipe.set(self._user_key(user_id), value, ex=TTL)
+                self._queue_user(pipe, user_id, value)
             for family_id in families:
-                pipe.set(self._family_key(family_id), REVOKED, ex=TTL)
+                pipe.set(self._family_key(family_id), REVOKED, ex=TTL)  # revoked is final
             pipe.execute()
 
         self.redis.call(run)
@@ -137,9 +169,11 @@ def note_family_revoked(session: Session, family_id: str) -> None:
     session.info.setdefault("auth_families", set()).add(family_id)
 
 
-def pop_changes(session: Session) -> tuple[dict[int, str], set[str]]:
-    users: dict[int, User] = session.info.pop("auth_users", {})
-    families: set[str] = session.info.pop("auth_families", set())
+def changes(session: Session, *, pop: bool) -> tuple[dict[int, str], set[str]]:
+    """The token-state changes of this unit of work, as cache values (``pop`` to clear)."""
+    take = session.info.pop if pop else session.info.get
+    users: dict[int, User] = take("auth_users", {})
+    families: set[str] = take("auth_families", set())
     return {uid: _user_value(u.role, u.is_active, u.token_generation) for uid, u in users.items()}, families
 
 
