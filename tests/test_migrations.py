@@ -147,6 +147,12 @@ RECORD_VIOLATIONS = {
     "unknown-currency": {"currency": "XXX"},
     "amount-over-bound": {"amount_minor": 10**17},
     "negative-amount-over-bound": {"amount_minor": -(10**17)},
+    # |amount| < 10^13 major units, in each currency's own minor units (SPEC §3).
+    "eur-at-10^13": {"amount_minor": 10**15},
+    "eur-negative-at-10^13": {"amount_minor": -(10**15)},
+    "jpy-at-10^13": {"currency": "JPY", "amount_minor": 10**13},
+    "bhd-at-10^13": {"currency": "BHD", "amount_minor": 10**16},
+    "clf-at-10^13": {"currency": "CLF", "amount_minor": 10**17},
     "null-amount": {"amount_minor": None},
     "empty-category": {"category": ""},
     "untrimmed-category": {"category": " groceries"},
@@ -172,9 +178,12 @@ def test_valid_rows_are_accepted(migrated: Engine) -> None:
         owner = _insert_user(conn)
         _insert_user(conn, username="bob.b-2")
         _insert_record(conn, owner)
-        _insert_record(conn, owner, amount_minor=10**17 - 1, category="c" * 64, description="d" * 500)
-        _insert_record(conn, owner, currency="JPY", description=None)
-        assert conn.execute(text("SELECT count(*) FROM records")).scalar_one() == 3
+        _insert_record(conn, owner, amount_minor=10**15 - 1, category="c" * 64, description="d" * 500)
+        _insert_record(conn, owner, amount_minor=-(10**15 - 1))
+        _insert_record(conn, owner, currency="JPY", amount_minor=10**13 - 1, description=None)
+        _insert_record(conn, owner, currency="BHD", amount_minor=10**16 - 1)
+        _insert_record(conn, owner, currency="CLF", amount_minor=10**17 - 1)
+        assert conn.execute(text("SELECT count(*) FROM records")).scalar_one() == 6
         trans.rollback()
 
 
@@ -270,3 +279,17 @@ def test_alembic_command_line_upgrades_an_empty_database(
             with admin.cursor() as cur:
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             admin.close()
+
+
+def test_the_frozen_amount_bound_matches_the_model() -> None:
+    """Migration 0002 froze the per-currency bound; the model derives it from ISO_4217."""
+    import importlib.util
+
+    from statsapi.models.record import amount_bound_sql
+
+    path = next((ROOT / "migrations" / "versions").glob("*_0002_*.py"))
+    spec = importlib.util.spec_from_file_location("migration_0002", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert amount_bound_sql() == module.AMOUNT_BOUND

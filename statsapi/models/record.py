@@ -6,11 +6,25 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, 
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db import Base, BigId, UTCDateTime, utcnow
-from ..money import format_minor
+from ..money import ISO_4217, MAX_INTEGER_DIGITS, format_minor
 
-# The widest bound any currency allows (10^13 major units with 4 minor units); the API
-# applies the exact per-currency bound.
-AMOUNT_MINOR_LIMIT = 10**17
+
+def amount_bound_sql(table: dict[str, int] = ISO_4217) -> str:
+    """|amount| < 10^13 major units, per currency, as a portable CHECK expression.
+
+    Most currencies have 2 minor units (the ELSE branch); the others are listed. A new
+    currency with other minor units needs a migration, like any change to the table.
+    """
+    exceptions: dict[int, list[str]] = {}
+    for code, digits in table.items():
+        if digits != 2:
+            exceptions.setdefault(digits, []).append(code)
+    whens = " ".join(
+        f"WHEN currency IN ({', '.join(repr(c) for c in sorted(codes))}) "
+        f"THEN {10 ** (MAX_INTEGER_DIGITS + digits)}"
+        for digits, codes in sorted(exceptions.items())
+    )
+    return f"abs(amount_minor) < CASE {whens} ELSE {10 ** (MAX_INTEGER_DIGITS + 2)} END"
 
 
 class Record(Base):
@@ -18,7 +32,7 @@ class Record(Base):
 
     __tablename__ = "records"
     __table_args__ = (
-        CheckConstraint(f"abs(amount_minor) < {AMOUNT_MINOR_LIMIT}", name="amount_bounded"),
+        CheckConstraint(amount_bound_sql(), name="amount_within_currency_bound"),
         CheckConstraint("length(category) BETWEEN 1 AND 64", name="category_length"),
         CheckConstraint("category = trim(category)", name="category_trimmed"),
         CheckConstraint("description IS NULL OR length(description) <= 500", name="description_length"),
