@@ -31,6 +31,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
 
     from . import cli, db, errors, headers, logs, metrics, security
     from .backends import init_backends
+    from .jsonio import StrictJSONProvider
     from .migrate import head_revision
     from .ratelimit import RateLimits
     from .resources import register
@@ -47,6 +48,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
         DOCS_ENABLED=settings.docs_enabled,
         TESTING=settings.env == "testing",
     )
+    app.json = StrictJSONProvider(app)
     app.extensions["statsapi.settings"] = settings
     if settings.trusted_proxy_hops:
         # Trust exactly N proxies: the client IP is the Nth address from the right.

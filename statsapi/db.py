@@ -80,6 +80,10 @@ class DatabaseHealth:
         self._up = True
         self._lock = threading.Lock()
 
+    @property
+    def is_up(self) -> bool:
+        return self._up
+
     def ok(self, *_: Any) -> None:
         if not self._up:
             with self._lock:

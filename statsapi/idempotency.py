@@ -29,7 +29,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import db
+from . import db, jsonio
 from .conditional import document_header
 from .db import rowcount, utcnow
 from .errors import Problem
@@ -72,10 +72,8 @@ Outcome = Claimed | Replay | InFlight | Mismatch
 
 def request_fingerprint(endpoint: str) -> str:
     """Digest of endpoint + JSON body, insensitive to key order and whitespace."""
-    try:
-        canonical = json.dumps(request.get_json(silent=False), sort_keys=True, separators=(",", ":"))
-    except Exception:  # an unparsable body never reaches here (400 first); stay safe
-        canonical = request.get_data(as_text=True)
+    # The body was parsed (strictly) before this runs; parse failures never get here.
+    canonical = json.dumps(jsonio.loads(request.get_data(cache=True)), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(f"{endpoint}\n{canonical}".encode()).hexdigest()
 
 

@@ -24,6 +24,7 @@ from flask_limiter import Limiter, RequestLimit
 from limits import RateLimitItem
 from limits.storage import RedisStorage
 
+from . import jsonio
 from .config import Settings
 from .metrics import RATE_LIMITED
 from .models import Role
@@ -54,7 +55,7 @@ def request_key() -> str:
 
 
 def login_key() -> str:
-    body = request.get_json(silent=True)
+    body = jsonio.try_loads(request.get_data(cache=True)) if request.is_json else None
     username = body.get("username") if isinstance(body, dict) else None
     name = username.strip().lower()[:64] if isinstance(username, str) else "-"
     return f"login:{request.remote_addr or 'unknown'}:{name}"

@@ -17,16 +17,17 @@ import functools
 import http
 from collections.abc import Callable
 from copy import deepcopy
-from typing import Any
+from typing import Any, NoReturn
 
 import flask_smorest
 import marshmallow as ma
 from apispec import BasePlugin
-from flask import Response, g
+from flask import Response, current_app, g, request
+from webargs.core import missing
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.routing import IntegerConverter, UnicodeConverter
 
-from . import db
+from . import db, jsonio
 from .errors import PROBLEM_MEDIA_TYPE, Problem
 from .models import Role
 
@@ -98,6 +99,14 @@ class ProblemSchema(ma.Schema):
     )
 
 
+def _safe_text(_converter: Any, field: ma.fields.Field, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """Document what StrictSchema enforces on every input string: no NUL, no unpaired
+    surrogate (fields with their own pattern or enum already exclude them)."""
+    if ret.get("type") == "string" and not field.dump_only and not {"pattern", "enum"} & set(ret):
+        return {"pattern": jsonio.SAFE_TEXT_PATTERN}
+    return {}
+
+
 class SchemaKeywords(BasePlugin):
     """``class Meta: openapi = {...}`` on a schema adds JSON Schema keywords that its fields
     cannot express (e.g. ``minProperties`` for "send at least one field") to its component."""
@@ -156,6 +165,7 @@ class Api(flask_smorest.Api):
     def _init_spec(self, **kwargs: Any) -> None:
         kwargs["extra_plugins"] = [*(kwargs.get("extra_plugins") or ()), SchemaKeywords()]
         super()._init_spec(**kwargs)  # registers ProblemSchema as "Problem" via the responses
+        self.ma_plugin.converter.add_attribute_function(_safe_text)
         self.spec.components.security_scheme(
             BEARER_SCHEME,
             {
@@ -211,13 +221,55 @@ class StrictParser(FlaskParser):
     }
 
     def load_json(self, req: Any, schema: ma.Schema) -> Any:
-        if (req.content_length or req.headers.get("Transfer-Encoding")) and not is_json_request(req):
+        has_body = req.content_length or req.headers.get("Transfer-Encoding")
+        charset = req.mimetype_params.get("charset", "utf-8").lower()
+        if has_body and not is_json_request(req):
             raise Problem(
                 415,
                 "The request body must be JSON (Content-Type: application/json).",
                 headers={"Accept-Post": "application/json"},
             )
+        if has_body and charset not in ("utf-8", "utf8"):
+            raise Problem(415, "JSON bodies are UTF-8 (RFC 8259); drop the charset parameter or use utf-8.")
         return super().load_json(req, schema)
+
+    def _raw_load_json(self, req: Any) -> Any:
+        if not is_json_request(req):
+            return missing
+        return jsonio.loads(req.get_data(cache=True))
+
+    def _handle_invalid_json_error(self, error: Any, req: Any, *args: Any, **kwargs: Any) -> NoReturn:
+        reason = getattr(error, "msg", "malformed")
+        raise Problem(400, f"The request body is not acceptable JSON: {reason}.", errors={"_body": [reason]})
+
+
+def _view_method(endpoint: str | None) -> Any:
+    view = current_app.view_functions.get(endpoint or "")
+    view_class = getattr(view, "view_class", None)
+    return getattr(view_class, request.method.lower(), None) if view_class else view
+
+
+def _strict_request() -> None:
+    """What every API operation refuses, whatever its arguments:
+
+    * query parameters it does not take (422) and repeated parameters (422: which of two
+      currencies did the client mean?);
+    * a body on an operation that takes none (422), except an empty one or ``{}``.
+    """
+    accepts: set[str] = getattr(_view_method(request.endpoint), "_statsapi_accepts", set())
+    errors: dict[str, list[str]] = {}
+    for name in request.args:
+        values = request.args.getlist(name)
+        if "query" not in accepts:
+            errors[name] = ["Unknown query parameter: this operation takes none."]
+        elif len(values) > 1:
+            errors[name] = ["Given more than once; send each parameter once."]
+    if "json" not in accepts and request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        body = request.get_data(cache=True).strip()
+        if body not in (b"", b"{}"):
+            errors["_body"] = ["This operation takes no request body."]
+    if errors:
+        raise Problem(422, "The request failed validation.", slug="validation-error", errors=errors)
 
 
 class Blueprint(flask_smorest.Blueprint):
@@ -226,6 +278,19 @@ class Blueprint(flask_smorest.Blueprint):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._prepare_doc_cbks.append(self._prepare_rate_limit_doc)
+        self.before_request(_strict_request)
+
+    def arguments(self, schema: Any, *, location: str = "json", **kwargs: Any) -> Callable[[F], F]:
+        """webargs parsing, and a note of what the view accepts (see ``_strict_request``)."""
+        parse = super().arguments(schema, location=location, **kwargs)
+
+        def decorator(func: F) -> F:
+            wrapped = parse(func)
+            accepts: set[str] = set(getattr(wrapped, "_statsapi_accepts", ()))
+            wrapped._statsapi_accepts = accepts | {location}
+            return wrapped
+
+        return decorator
 
     # -- unit of work ---------------------------------------------------------------
     def response(self, status_code: int, schema: Any = None, **kwargs: Any) -> Callable[[F], F]:

@@ -1,15 +1,33 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import marshmallow as ma
 
+from ..jsonio import UNSAFE_TEXT
 from ..pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 
 class StrictSchema(ma.Schema):
-    """Unknown fields are errors, in bodies and in query strings alike."""
+    """Unknown fields are errors, in bodies and in query strings alike, and no text value
+    may hold NUL or an unpaired surrogate (PostgreSQL cannot store the first, UTF-8 cannot
+    encode the second): each such field gets a 422 naming it."""
 
     class Meta:
         unknown = ma.RAISE
+
+    @ma.pre_load
+    def _refuse_unsafe_text(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, Mapping):
+            bad = {
+                str(name): ["Must not contain NUL or unpaired surrogate characters."]
+                for name, value in data.items()
+                if isinstance(value, str) and UNSAFE_TEXT.search(value)
+            }
+            if bad:
+                raise ma.ValidationError(bad)
+        return data
 
 
 class PageArgsSchema(StrictSchema):
