@@ -31,11 +31,14 @@ Design notes:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from gunicorn import util as gunicorn_util
 
 _env = os.environ.get
 
@@ -115,9 +118,33 @@ logconfig_dict: dict[str, Any] = {
 }
 
 
+# ---- gunicorn's own error responses -------------------------------------------------------------
+# Requests gunicorn rejects before the app sees them (a header over limit_request_field_size,
+# too many headers, a malformed request line) get its HTML page by default. Behind nginx they
+# never get that far, but a deployment without it (Render) would break the "every error is
+# problem+json" contract, so gunicorn's writer is replaced, in the master, before any fork.
+def _write_problem(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    body = json.dumps(
+        {"type": "about:blank", "title": reason, "status": status_int, "detail": mesg or reason}
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+gunicorn_util.write_error = _write_problem
+
+
 # ---- hooks --------------------------------------------------------------------------------------
 def on_starting(server: Any) -> None:
-    """Start every run with an empty metrics directory (stale samples would skew the sums)."""
+    """Refuse a bad configuration once, here in the master (one clear line, exit 2),
+    instead of forking workers that each die and get respawned forever. Then start every
+    run with an empty metrics directory (stale samples would skew the sums)."""
+    from statsapi import preflight
+
+    preflight()
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
     if not os.access(METRICS_DIR, os.W_OK):
         raise RuntimeError(f"PROMETHEUS_MULTIPROC_DIR {METRICS_DIR} is not writable (mount a tmpfs there)")

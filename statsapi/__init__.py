@@ -6,7 +6,7 @@ import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -17,17 +17,33 @@ __version__ = "1.0.0"
 log = logging.getLogger(__name__)
 
 
+def preflight(environ: Mapping[str, str] | None = None) -> Settings:
+    """Validated settings, or one clear line on stderr and exit status 2.
+
+    ``create_app`` runs it, and so does gunicorn's master before it forks workers, so a
+    bad configuration stops the server instead of respawning failing workers forever.
+    """
+    from .migrate import head_revision
+
+    def refuse(reason: str) -> NoReturn:
+        print(f"statsapi: configuration error: {reason}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+    try:
+        settings = Settings.from_env(environ)
+    except ConfigError as error:
+        refuse(str(error))
+    if settings.is_production and head_revision() is None:
+        refuse("migrations/ not found; set STATSAPI_MIGRATIONS_DIR")
+    return settings
+
+
 def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     """Build the app from ``Settings`` (or environment variables, by default).
 
     A mapping is read like the environment, e.g. ``create_app({"DATABASE_URL": ...})``.
     """
-    try:
-        settings = config if isinstance(config, Settings) else Settings.from_env(config)
-    except ConfigError as error:
-        # One clear line, then stop: never start half-configured.
-        print(f"statsapi: configuration error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = config if isinstance(config, Settings) else preflight(config)
 
     from . import cli, db, errors, headers, logs, metrics, security
     from .backends import init_backends
@@ -68,14 +84,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     register(app, api)
     RateLimits().init_app(app, settings)
     cli.init_app(app)
-    head = head_revision()
-    if head is None and settings.is_production:
-        print(
-            "statsapi: configuration error: migrations/ not found; set STATSAPI_MIGRATIONS_DIR",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
-    app.extensions["statsapi.migration_head"] = head
+    app.extensions["statsapi.migration_head"] = head_revision()
 
     if settings.jwt_secret_generated:
         log.warning(
