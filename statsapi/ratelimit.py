@@ -21,7 +21,6 @@ from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
 from flask_limiter import Limiter, RequestLimit
-from limits import RateLimitItem
 from limits.storage import RedisStorage
 
 from . import jsonio
@@ -32,7 +31,8 @@ from .security import peek_identity
 
 LOGIN_ENDPOINT = "auth.Login"
 PASSWORD_ENDPOINT = "auth.Password"  # noqa: S105 (an endpoint name)
-EXEMPT_ENDPOINTS = frozenset({"ops.Health", "metrics", "docs.asset", "static"})
+# Probes and scrapes must never be refused for quota: liveness, readiness, metrics, assets.
+EXEMPT_ENDPOINTS = frozenset({"ops.Health", "ops.Ready", "metrics", "docs.asset", "static"})
 _GRANULARITY_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
 
 
@@ -160,6 +160,7 @@ class RateLimits:
             }
         self.limiter.init_app(app)
         self.limiter.request_filter(lambda: request.endpoint in EXEMPT_ENDPOINTS)
+        app.before_request(self._remember_application_limits)  # runs after the limiter's check
         # Login: per IP + username, on top of the application-wide anonymous per-IP
         # limit, so neither one username from many IPs nor many usernames from one IP
         # gets unbounded guesses.
@@ -175,29 +176,31 @@ class RateLimits:
             self.login_limit, key_func=key_func, methods=["POST"]
         )(view)
 
+    def _remember_application_limits(self) -> None:
+        # A route's own limits (login) replace the application-wide ones in flask-limiter's
+        # request context; keep both, so the headers describe every limit that applied.
+        g.rate_limits_seen = list(self.limiter.current_limits)
+
     def _headers(self, response: Response) -> Response:
         if not self.limiter.enabled:
             return response
-        current: RequestLimit | None = self.limiter.current_limit
-        if current is None:
+        applied = {lim.key: lim for lim in (*g.get("rate_limits_seen", ()), *self.limiter.current_limits)}
+        if not applied:
             return response
         try:
-            reset_at, remaining = current.reset_at, max(current.remaining, 0)
+            states = [(lim, lim.reset_at, max(lim.remaining, 0)) for lim in applied.values()]
         except Exception:  # storage hiccup between hit and stats: headers are best effort
             return response
-        item: RateLimitItem = current.limit
-        window = item.get_expiry()
+        # Report the limit that binds: the one that was breached, else the one nearest to it.
+        breached = [state for state in states if state[0].breached]
+        current, reset_at, remaining = min(breached or states, key=lambda s: (s[2], s[0].limit.get_expiry()))
         seconds_left = max(int(reset_at - time.time()), 0)
-        name = self._policy_name(current)
-        response.headers["RateLimit-Policy"] = (
-            ", ".join(
-                f'"{self._policy_name(lim)}";q={lim.limit.amount};w={lim.limit.get_expiry()}'
-                for lim in self.limiter.current_limits
-            )
-            or f'"{name}";q={item.amount};w={window}'
+        response.headers["RateLimit-Policy"] = ", ".join(
+            f'"{self._policy_name(lim)}";q={lim.limit.amount};w={lim.limit.get_expiry()}'
+            for lim, _, _ in states
         )
-        response.headers["RateLimit"] = f'"{name}";r={remaining};t={seconds_left}'
-        response.headers["X-RateLimit-Limit"] = str(item.amount)
+        response.headers["RateLimit"] = f'"{self._policy_name(current)}";r={remaining};t={seconds_left}'
+        response.headers["X-RateLimit-Limit"] = str(current.limit.amount)
         response.headers["X-RateLimit-Remaining"] = str(remaining)
         response.headers["X-RateLimit-Reset"] = str(reset_at)
         if response.status_code == 429:

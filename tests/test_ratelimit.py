@@ -91,7 +91,7 @@ def test_tiers_by_role(make_app: Callable[..., Flask], clean: Flask) -> None:
     for role, (actor, allowed) in tiers.items():
         statuses = [actor.get("/api/stats").status_code for _ in range(allowed + 1)]
         assert statuses == [200] * allowed + [429], role
-    anonymous = [client.get("/ready").status_code for _ in range(4)]
+    anonymous = [client.get("/problems/validation-error").status_code for _ in range(4)]
     assert anonymous == [200, 200, 200, 429]
 
 
@@ -107,7 +107,8 @@ def test_forged_forwarded_for_is_ignored_without_trusted_proxies(
 ) -> None:
     client = make_app(RATELIMIT_ANONYMOUS="3/minute").test_client()
     statuses = [
-        client.get("/ready", headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code for i in range(6)
+        client.get("/problems/validation-error", headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code
+        for i in range(6)
     ]
     assert statuses == [200, 200, 200, 429, 429, 429]
 
@@ -122,7 +123,7 @@ def test_one_trusted_hop_uses_the_proxy_supplied_address(
 
     def call(forged: str, real: str) -> int:
         headers = {"X-Forwarded-For": f"{forged}, {real}"}
-        return client.get("/ready", headers=headers, environ_base=proxy).status_code
+        return client.get("/problems/validation-error", headers=headers, environ_base=proxy).status_code
 
     statuses = [call(f"198.51.100.{i}", "203.0.113.7") for i in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
@@ -147,7 +148,8 @@ def test_login_limit_per_ip_and_username(backend: str, make_app: Callable[..., F
     assert [login("alice", "wrong-password").status_code for _ in range(3)] == [401, 401, 401]
     blocked = login("alice", PASSWORD)  # even the right password waits now
     assert_rate_limited(blocked)
-    assert blocked.headers["RateLimit-Policy"].startswith('"login-minute";q=3;w=60')
+    assert '"login-minute";q=3;w=60' in blocked.headers["RateLimit-Policy"]
+    assert blocked.headers["RateLimit"].startswith('"login-minute";r=0;')
     assert login("ALICE", PASSWORD).status_code == 429  # same username, other spelling
     assert login("bob", PASSWORD).status_code == 200  # another username from the same IP
     assert login("alice", PASSWORD, ip="192.0.2.99").status_code == 200  # another IP
@@ -213,3 +215,27 @@ def test_limit_holds_across_two_processes_sharing_redis(
             assert json.loads(error.read())["type"] == "/problems/rate-limited"
     assert statuses == [200] * 10 + [429] * 4
     assert remaining == list(range(9, -1, -1))  # one counter, whichever process answered
+
+
+def test_headers_name_the_limit_that_binds_when_several_apply(
+    make_app: Callable[..., Flask], clean: Flask
+) -> None:
+    """Login is under two limits: the anonymous per-IP one and its own per IP + username."""
+    client = make_app(RATELIMIT_ANONYMOUS="4/minute", RATELIMIT_LOGIN="10/minute").test_client()
+    for _ in range(3):
+        client.get("/problems/validation-error")
+    login = client.post("/api/auth/login", json={"username": "nobody", "password": "x"})
+    assert login.status_code == 401
+    policies = login.headers["RateLimit-Policy"]
+    assert '"anonymous-minute";q=4;w=60' in policies
+    assert '"login-minute";q=10;w=60' in policies
+    assert login.headers["RateLimit"].startswith('"anonymous-minute";r=0;')  # the nearest to breaking
+    assert login.headers["X-RateLimit-Limit"] == "4"
+    assert login.headers["X-RateLimit-Remaining"] == "0"
+    assert client.post("/api/auth/login", json={"username": "nobody", "password": "x"}).status_code == 429
+
+
+def test_probes_are_never_limited(make_app: Callable[..., Flask], clean: Flask) -> None:
+    client = make_app(RATELIMIT_ANONYMOUS="2/minute").test_client()
+    assert [client.get("/ready").status_code for _ in range(5)] == [200] * 5
+    assert [client.get("/health").status_code for _ in range(5)] == [200] * 5
