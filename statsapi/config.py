@@ -209,6 +209,8 @@ class Settings:
             bootstrap_admin_password=get("BOOTSTRAP_ADMIN_PASSWORD", ""),
             instance_path=instance_path,
         )
+        if production and not settings.ratelimit_enabled:
+            raise ConfigError("RATELIMIT_ENABLED=false is not allowed in production")
         settings.validate_limits()
         return settings
 

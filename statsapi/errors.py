@@ -32,6 +32,10 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "Validation error",
         "The request's parameters or body failed validation; see `errors`.",
     ),
+    "invalid-credentials": (
+        "Invalid credentials",
+        "The username or password is incorrect, or the account is deactivated (the same answer for each).",
+    ),
     "invalid-token": (
         "Invalid token",
         "The bearer token is missing, malformed, expired, revoked or of the wrong type.",

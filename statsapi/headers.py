@@ -33,6 +33,16 @@ _ALWAYS = {
 }
 
 
+def _no_content_no_type(response: Response) -> Response:
+    """A 204 or 304 has no body, so no Content-Type (Flask would say text/html); the
+    automatic OPTIONS answer is a 204 with its ``Allow`` header."""
+    if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
+        response.status_code = 204
+    if response.status_code in (204, 304):
+        response.headers.pop("Content-Type", None)
+    return response
+
+
 def _secure_headers(response: Response) -> Response:
     for name, value in _ALWAYS.items():
         response.headers.setdefault(name, value)
@@ -47,3 +57,4 @@ def _secure_headers(response: Response) -> Response:
 
 def init_app(app: Flask) -> None:
     app.after_request(_secure_headers)
+    app.after_request(_no_content_no_type)

@@ -39,6 +39,12 @@ from .security import current_principal
 F = Callable[..., Any]
 
 HEADER = "Idempotency-Key"
+REPLAYED_HEADER = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the stored first response to a retried Idempotency-Key.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 TTL = dt.timedelta(hours=24)
 LEASE = dt.timedelta(seconds=60)
 REPLAYED_HEADERS = ("Location", "ETag", "Content-Type")

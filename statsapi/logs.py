@@ -25,6 +25,11 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 access_log = logging.getLogger("statsapi.access")
 
 
+class _DropDevServerAccessLines(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return " - - [" not in record.getMessage()
+
+
 class RequestContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if has_request_context():
@@ -51,8 +56,12 @@ def configure(level: str) -> None:
     # Replace our own earlier handler (apps built again, e.g. in tests), keep others'.
     root.handlers[:] = [h for h in root.handlers if not getattr(h, "statsapi", False)] + [handler]
     root.setLevel(level)
-    # werkzeug's dev-server access log would duplicate ours.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # The dev server's own access lines would duplicate ours; its start-up lines
+    # ("Running on http://...") stay, so `make run` says where it listens.
+    werkzeug = logging.getLogger("werkzeug")
+    werkzeug.setLevel(logging.INFO)
+    if not any(isinstance(f, _DropDevServerAccessLines) for f in werkzeug.filters):
+        werkzeug.addFilter(_DropDevServerAccessLines())
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

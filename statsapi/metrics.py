@@ -87,7 +87,7 @@ def render() -> Response:
         body = generate_latest(registry)
     else:
         body = generate_latest()
-    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
 
 
 def mark_worker_dead(pid: int) -> None:

@@ -58,6 +58,12 @@ RETRY_AFTER = {
     "schema": {"type": "integer", "format": "int32", "minimum": 0, "maximum": 86400},
 }
 RATE_LIMIT_HEADER_REFS = {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_LIMIT_HEADERS}
+REQUEST_ID_HEADER = {
+    "description": "Your X-Request-ID if it was 1-128 of `A-Za-z0-9._:-`, else one made for this "
+    "request; it is in the server's log line and in problem bodies as `request_id`.",
+    "schema": {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+}
+REQUEST_ID_REF = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
 
 
 class ProblemSchema(ma.Schema):
@@ -147,6 +153,7 @@ class Api(flask_smorest.Api):
                 response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": ProblemSchema}}
                 # Limited requests carry the rate-limit headers whatever their outcome.
                 headers = {
+                    **REQUEST_ID_REF,
                     **(RATE_LIMIT_HEADER_REFS if status < 500 else {}),
                     **_ERROR_HEADERS.get(status, {}),
                 }
@@ -159,6 +166,7 @@ class Api(flask_smorest.Api):
                         "schema": {"type": "string", "maxLength": 128},
                     },
                     **RATE_LIMIT_HEADER_REFS,
+                    **REQUEST_ID_REF,
                 }
             self.spec.components.response(status.name, response, lazy=True)
 
@@ -182,6 +190,7 @@ class Api(flask_smorest.Api):
         )
         for name, header in RATE_LIMIT_HEADERS.items():
             self.spec.components.header(name, header, lazy=True)
+        self.spec.components.header("X-Request-ID", REQUEST_ID_HEADER, lazy=True)
         self.register_converter(
             UnicodeConverter, lambda _converter: {"type": "string", "maxLength": 64, "pattern": "^[a-z-]+$"}
         )
@@ -204,6 +213,12 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
         "Allow": {
             "description": "Methods this URL supports.",
             "schema": {"type": "string", "maxLength": 128, "pattern": "^[A-Z, ]+$"},
+        }
+    },
+    409: {
+        "Retry-After": {
+            **RETRY_AFTER,
+            "description": "When an Idempotency-Key is in flight: seconds to wait.",
         }
     },
     429: {"Retry-After": RETRY_AFTER},
@@ -370,16 +385,20 @@ class Blueprint(flask_smorest.Blueprint):
 
     @staticmethod
     def _prepare_rate_limit_doc(doc: dict[str, Any], doc_info: dict[str, Any], **_: Any) -> dict[str, Any]:
-        """Every operation: 500 (problem, no internals), 400/413/415 with a body; limited
-        ones: 429 and the headers."""
+        """Every operation: 500 (problem, no internals), the request id, 400/413/415 with a
+        body; all but liveness: 503 when the database is down, 429 and the rate-limit headers."""
         responses = doc.setdefault("responses", {})
         responses.setdefault(500, "INTERNAL_SERVER_ERROR")
         if "requestBody" in doc:
             # A body can be malformed JSON (400), too large (413) or not JSON at all (415).
             for status in (400, 413, 415):
                 responses.setdefault(status, http.HTTPStatus(status).name)
+        for status, response in responses.items():
+            if isinstance(response, dict) and str(status).startswith(("2", "3")):
+                response.setdefault("headers", {}).setdefault("X-Request-ID", "X-Request-ID")
         if doc_info.get("rate_limit_exempt"):
             return doc
+        responses.setdefault(503, "SERVICE_UNAVAILABLE")
         for status, response in responses.items():
             if isinstance(response, dict) and str(status).startswith(("2", "3")):
                 headers = response.setdefault("headers", {})

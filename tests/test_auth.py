@@ -87,7 +87,7 @@ def test_login_failures_are_indistinguishable(client: FlaskClient, factory: Fact
     wrong = login(client, "alice", "not the right password")
     inactive = login(client, "dormant")
 
-    assert_problem(unknown, 401, "/problems/invalid-token", detail=BAD_CREDENTIALS)
+    assert_problem(unknown, 401, "/problems/invalid-credentials", detail=BAD_CREDENTIALS)
     assert _comparable(unknown) == _comparable(wrong) == _comparable(inactive)
     # Nothing was sent as a token, so the challenge names no token error.
     assert "error=" not in challenge(unknown)

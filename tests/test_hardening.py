@@ -205,3 +205,34 @@ def test_a_request_that_outlived_its_lease_cannot_complete_the_key(
     replay = second.post("/api/records", json=record_body(), headers=headers)
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert replay.json["id"] == taken_over.json["id"]
+
+
+def test_concurrent_unconditional_deletes_are_204_then_404_never_412(factory: Factory, clean: Flask) -> None:
+    owner = factory.actor(clean.test_client(), username="alice")
+    record = factory.record(owner)
+    clients = [
+        Actor(clean.test_client(), owner.user_id, owner.username, owner.role, owner.tokens) for _ in range(6)
+    ]
+    results = run_together(*(lambda c=c: c.delete(f"/api/records/{record.id}") for c in clients))
+    statuses = sorted(r.status_code for r in results)
+    assert statuses.count(204) == 1
+    assert set(statuses) <= {204, 404}, statuses
+
+
+def test_bodiless_answers_carry_no_content_type(as_user: Actor) -> None:
+    record = as_user.post("/api/records", json=record_body())
+    deleted = as_user.delete(record.headers["Location"])
+    assert deleted.status_code == 204
+    assert "Content-Type" not in deleted.headers
+    options = as_user.client.options("/api/records")
+    assert options.status_code == 204
+    assert "Content-Type" not in options.headers
+    assert set(options.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS", "POST"}
+    assert as_user.client.get("/metrics").headers["Content-Type"].count("charset") == 1
+
+
+def test_production_refuses_to_run_without_rate_limits(
+    make_app: Callable[..., Flask], redis_prefix: str
+) -> None:
+    with pytest.raises(SystemExit):
+        make_app(STATSAPI_ENV="production", REDIS_URL="default", RATELIMIT_ENABLED="false")

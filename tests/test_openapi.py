@@ -17,7 +17,7 @@ from statsapi.resources.docs import spec_json
 
 COMMITTED = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
 PUBLIC = {("/api/auth/login", "post"), ("/health", "get"), ("/ready", "get"), ("/problems/{slug}", "get")}
-RATE_LIMIT_EXEMPT = {("/health", "get")}
+RATE_LIMIT_EXEMPT = {("/health", "get"), ("/ready", "get")}
 RATE_LIMIT_HEADERS = (
     "RateLimit-Policy",
     "RateLimit",

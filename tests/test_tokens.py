@@ -289,7 +289,9 @@ def test_login_after_deactivation_fails_and_reactivation_restores(
     _deactivate(as_admin, target)
 
     denied = client.post("/api/auth/login", json={"username": "alice", "password": PASSWORD})
-    assert_problem(denied, 401, INVALID, detail="The username or password is incorrect.")
+    assert_problem(
+        denied, 401, "/problems/invalid-credentials", detail="The username or password is incorrect."
+    )
 
     assert as_admin.patch(f"/api/admin/users/{target.user_id}", json={"is_active": True}).status_code == 200
     assert client.post("/api/auth/login", json={"username": "alice", "password": PASSWORD}).status_code == 200

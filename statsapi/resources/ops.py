@@ -10,6 +10,7 @@ from sqlalchemy import text
 from .. import db
 from ..errors import PROBLEM_TYPES, Problem, problem_response
 from ..rest import Blueprint
+from ..schemas.ops import HealthSchema, ProblemTypeSchema, ReadySchema
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ blp = Blueprint("ops", __name__, description="Liveness and readiness.")
 @blp.route("/health")
 class Health(MethodView):
     @blp.rate_limit_exempt
-    @blp.response(200)
+    @blp.response(200, HealthSchema)
     def get(self) -> dict[str, str]:
         """Liveness: the process answers. Touches nothing."""
         return {"status": "ok"}
@@ -27,7 +28,8 @@ class Health(MethodView):
 
 @blp.route("/ready")
 class Ready(MethodView):
-    @blp.response(200)
+    @blp.rate_limit_exempt
+    @blp.response(200, ReadySchema)
     @blp.errors(503)
     def get(self) -> Any:
         """Readiness: database reachable and migrated to head; Redis optional (degraded)."""
@@ -73,7 +75,7 @@ class Ready(MethodView):
 
 @blp.route("/problems/<slug>")
 class ProblemTypes(MethodView):
-    @blp.response(200)
+    @blp.response(200, ProblemTypeSchema)
     @blp.errors(404)
     def get(self, slug: str) -> Response:
         """Describe a problem type used in error responses' `type`."""

@@ -16,7 +16,7 @@ from ..conditional import (
     require_if_match,
     version_etag,
 )
-from ..idempotency import idempotent
+from ..idempotency import REPLAYED_HEADER, idempotent
 from ..models import Record, Role
 from ..pagination import CursorCodec, page_body
 from ..rest import Blueprint
@@ -76,7 +76,7 @@ class Records(MethodView):
     @blp.auth_required(*WRITERS)
     @blp.arguments(RecordCreateSchema)
     @idempotent("records.create")
-    @blp.response(201, RecordSchema, headers={**LOCATION_HEADER, **ETAG_HEADER})
+    @blp.response(201, RecordSchema, headers={**LOCATION_HEADER, **ETAG_HEADER, **REPLAYED_HEADER})
     def post(self, data: dict[str, Any]) -> Any:
         """Create a record owned by you."""
         record = record_service.create(db.session(), owner_id=current_principal().id, data=data)
@@ -92,7 +92,7 @@ class RecordBatch(MethodView):
     @blp.auth_required(*WRITERS)
     @blp.arguments(RecordBatchSchema)
     @idempotent("records.batch")
-    @blp.response(201, RecordListSchema)
+    @blp.response(201, RecordListSchema, headers=REPLAYED_HEADER)
     def post(self, data: dict[str, Any]) -> Any:
         """Create 1–1000 records at once: all of them, or none if any is invalid."""
         records = record_service.create_many(

@@ -46,8 +46,10 @@ class InvalidInput(DomainError):
 
 class AuthenticationFailed(DomainError):
     status = 401
-    slug = "invalid-token"
+    slug = "invalid-credentials"
 
 
 class RefreshReuse(AuthenticationFailed):
     """A spent refresh token came back: its family is revoked (commit, then 401)."""
+
+    slug = "invalid-token"

@@ -203,7 +203,7 @@ def update(session: Session, *, record: Record, actor_id: int, changes: Mapping[
     if not session.is_modified(record):
         return record  # nothing changed: no new version, no audit noise
     record.updated_at = utcnow()
-    _flush_versioned(session)
+    _flush_versioned(session, record_id=record.id)
     audit.record(
         session,
         actor_id=actor_id,
@@ -218,24 +218,29 @@ def update(session: Session, *, record: Record, actor_id: int, changes: Mapping[
 
 
 def delete(session: Session, *, record: Record, actor_id: int) -> None:
-    snapshot, owner_id = record.snapshot(), record.owner_id
+    snapshot, owner_id, record_id = record.snapshot(), record.owner_id, record.id
     session.delete(record)
-    _flush_versioned(session)
+    _flush_versioned(session, record_id=record_id)
     audit.record(
         session,
         actor_id=actor_id,
         action="record.delete",
         target_type="record",
-        target_id=snapshot["id"],
+        target_id=record_id,
         before=snapshot,
     )
     mark_owners_changed(session, [owner_id])
 
 
-def _flush_versioned(session: Session) -> None:
+def _flush_versioned(session: Session, *, record_id: int) -> None:
+    """Flush an UPDATE/DELETE guarded by the version; a lost race is a 412 if the record
+    changed, a 404 if it is gone (a concurrent delete won), never a silent overwrite."""
     try:
         session.flush()
     except StaleDataError:
+        session.rollback()  # the unit of work is void either way
+        if session.get(Record, record_id) is None:
+            raise NotFound(f"Record {record_id} was not found.") from None
         raise StaleVersion("The record changed since you read it; fetch it again.") from None
 
 

@@ -136,7 +136,8 @@ def compute(
             if rows > MAX_GROUP_ROWS:
                 raise InvalidInput(
                     "group_by",
-                    f"More than {MAX_GROUP_ROWS} group totals; narrow the range with 'from' and 'to'.",
+                    f"More than {MAX_GROUP_ROWS} group totals; narrow the filters "
+                    "(from, to, category, currency, owner_id).",
                 )
             entry = groups.setdefault(group, {"key": group, "record_count": 0, "totals": {}})
             entry["totals"][currency] = _totals(currency, count, total, low, high)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import marshmallow as ma
+
+from .fields import Text
+
+CHECK_STATUSES = ["ok", "down", "behind", "unknown", "disabled"]
+
+
+class HealthSchema(ma.Schema):
+    status = ma.fields.String(required=True, metadata={"enum": ["ok"]})
+
+
+class CheckSchema(ma.Schema):
+    status = ma.fields.String(required=True, metadata={"enum": CHECK_STATUSES})
+    revision = Text(32, allow_none=True, metadata={"description": "The database's migration revision."})
+    head = Text(32, allow_none=True, metadata={"description": "The newest revision this code knows."})
+
+
+class ReadySchema(ma.Schema):
+    status = ma.fields.String(
+        required=True,
+        metadata={
+            "enum": ["ready", "degraded"],
+            "description": "degraded: Redis is down, the database answers.",
+        },
+    )
+    checks = ma.fields.Dict(
+        keys=ma.fields.String(metadata={"enum": ["database", "migrations", "redis"]}),
+        values=ma.fields.Nested(CheckSchema),
+        required=True,
+    )
+    reason = Text(256, metadata={"description": "Why the service is degraded."})
+
+
+class ProblemTypeSchema(ma.Schema):
+    type = Text(256, required=True, metadata={"format": "uri-reference"})
+    title = Text(128, required=True)
+    description = Text(1024, required=True)
