@@ -232,7 +232,11 @@ def test_bodiless_answers_carry_no_content_type(as_user: Actor) -> None:
 
 
 def test_production_refuses_to_run_without_rate_limits(
-    make_app: Callable[..., Flask], redis_prefix: str
+    make_app: Callable[..., Flask], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stopped:
         make_app(STATSAPI_ENV="production", REDIS_URL="default", RATELIMIT_ENABLED="false")
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "statsapi: configuration error: RATELIMIT_ENABLED=false is not allowed in production"
+    )
