@@ -18,8 +18,9 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import delete, select
 
+from .clock import utcnow
 from .config import Settings
-from .db import get_database, mark_owners_changed, rowcount, utcnow
+from .db import get_database, mark_owners_changed, rowcount
 from .models import ROLES, TokenFamily, User
 from .schemas.users import PASSWORD_MAX, PASSWORD_MIN, USERNAME
 

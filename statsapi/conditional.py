@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from copy import deepcopy
 from typing import Any
 
 from flask import request
@@ -73,14 +72,11 @@ def not_modified(current: str) -> bool:
 
 
 def document_header(func: F, param: dict[str, Any], statuses: tuple[int, ...]) -> F:
-    func._apidoc = deepcopy(getattr(func, "_apidoc", {}))  # type: ignore[attr-defined]
-    func._apidoc.setdefault("arguments", {}).setdefault("parameters", []).append(param)  # type: ignore[attr-defined]
-    responses = func._apidoc.setdefault("response", {}).setdefault("responses", {})  # type: ignore[attr-defined]
-    from http import HTTPStatus
+    """Document a request header ``param`` and the error statuses it can cause."""
+    from .rest import Blueprint
 
-    for status in statuses:
-        if HTTPStatus(status).name not in responses.get(status, []):
-            responses.setdefault(status, []).append(HTTPStatus(status).name)
+    func = Blueprint.errors(*statuses)(func)
+    func._apidoc.setdefault("arguments", {}).setdefault("parameters", []).append(param)  # type: ignore[attr-defined]
     return func
 
 

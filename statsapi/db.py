@@ -68,10 +68,6 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.astimezone(dt.UTC)
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class DatabaseHealth:
     """Up/down state of PostgreSQL as requests see it: logged and exported on transitions
     only (a successful connection checkout marks it up, a connection error down)."""

@@ -30,8 +30,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import db, jsonio
+from .clock import utcnow
 from .conditional import document_header
-from .db import rowcount, utcnow
+from .db import rowcount
 from .errors import Problem
 from .models import IdempotencyKey
 from .security import current_principal

@@ -220,7 +220,3 @@ class RateLimits:
             _identity()[1],
         )
         return f"{tier}-{window}"
-
-    def storage_healthy(self) -> bool:
-        """False while flask-limiter runs on its in-process fallback."""
-        return not getattr(self.limiter, "_storage_dead", False)

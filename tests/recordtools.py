@@ -14,7 +14,8 @@ from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from statsapi.db import get_database, utcnow
+from statsapi.clock import utcnow
+from statsapi.db import get_database
 from statsapi.models import AuditEvent, Record
 from statsapi.money import parse_amount
 

@@ -12,7 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from statsapi.db import get_database, utcnow
+from statsapi.clock import utcnow
+from statsapi.db import get_database
 from statsapi.migrate import head_revision
 from statsapi.models import AuditEvent, IdempotencyKey, Record, TokenFamily, User
 

@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select, update
 
-from statsapi.db import utcnow
+from statsapi.clock import utcnow
 from statsapi.models import IdempotencyKey
 from statsapi.services import records as record_service
 

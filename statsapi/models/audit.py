@@ -7,7 +7,8 @@ from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..db import Base, BigId, UTCDateTime, utcnow
+from ..clock import utcnow
+from ..db import Base, BigId, UTCDateTime
 
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 

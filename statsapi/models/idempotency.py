@@ -6,7 +6,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..db import Base, UTCDateTime, utcnow
+from ..clock import utcnow
+from ..db import Base, UTCDateTime
 
 
 class IdempotencyKey(Base):

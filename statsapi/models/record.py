@@ -5,7 +5,8 @@ import datetime as dt
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..db import Base, BigId, UTCDateTime, utcnow
+from ..clock import utcnow
+from ..db import Base, BigId, UTCDateTime
 from ..money import ISO_4217, MAX_INTEGER_DIGITS, format_minor
 
 

@@ -6,7 +6,8 @@ import enum
 from sqlalchemy import Boolean, CheckConstraint, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..db import Base, BigId, UTCDateTime, utcnow
+from ..clock import utcnow
+from ..db import Base, BigId, UTCDateTime
 
 
 class Role(enum.StrEnum):
@@ -15,13 +16,6 @@ class Role(enum.StrEnum):
     USER = "user"
     ANALYST = "analyst"
     ADMIN = "admin"
-
-    @property
-    def rank(self) -> int:
-        return ROLES.index(self)
-
-    def at_least(self, other: Role) -> bool:
-        return self.rank >= other.rank
 
 
 ROLES: tuple[Role, ...] = (Role.USER, Role.ANALYST, Role.ADMIN)
@@ -47,10 +41,6 @@ class User(Base):
     token_generation: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-
-    @property
-    def role_enum(self) -> Role:
-        return Role(self.role)
 
     def snapshot(self) -> dict[str, object]:
         """Audit-safe view (never the password hash)."""

@@ -65,5 +65,5 @@ def init_app(app: Flask, api: Api) -> None:
     if not app.config.get("DOCS_ENABLED", True):
         return
     app.register_blueprint(blp)
-    # Rendered lazily once: the spec is complete only after every blueprint registered.
+    # Rendered once, here: init_app runs after every blueprint registered, so it is complete.
     app.extensions["statsapi.openapi"] = spec_json(api)

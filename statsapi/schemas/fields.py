@@ -9,15 +9,10 @@ from typing import Any
 
 import marshmallow as ma
 
+from ..clock import format_utc
 from ..money import ISO_4217, MAX_INTEGER_DIGITS
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:[Zz]|[+-]\d{2}:\d{2})$")
-
-
-def format_utc(value: dt.datetime) -> str:
-    """UTC, ``Z`` suffix, microseconds only when present."""
-    text = value.astimezone(dt.UTC).replace(tzinfo=None).isoformat()
-    return f"{text}Z"
 
 
 INT64_MAX = 2**63 - 1

@@ -7,7 +7,8 @@ import uuid
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from ..db import rowcount, utcnow
+from ..clock import utcnow
+from ..db import rowcount
 from ..metrics import AUTH_FAILURES
 from ..models import TokenFamily, User
 from ..security import (

@@ -14,7 +14,8 @@ from sqlalchemy import Select, and_, case, insert, select, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from ..db import mark_owners_changed, utcnow
+from ..clock import utcnow
+from ..db import mark_owners_changed
 from ..models import Record, Role
 from ..money import ISO_4217, MoneyError, format_minor, parse_amount
 from . import audit

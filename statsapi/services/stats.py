@@ -15,11 +15,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import String
 
-from ..db import utcnow
+from ..clock import format_utc, utcnow
 from ..metrics import STATS_COMPUTATIONS
 from ..models import Record
 from ..money import format_average, format_minor
-from ..schemas.fields import format_utc
 from .errors import InvalidInput
 from .records import RecordFilters, apply_filters
 

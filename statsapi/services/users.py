@@ -9,7 +9,7 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..db import utcnow
+from ..clock import utcnow
 from ..models import Role, User
 from ..security import hash_password
 from ..token_state import note_user_changed
