@@ -19,7 +19,10 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +37,7 @@ from flask_jwt_extended import (
     create_refresh_token,
     verify_jwt_in_request,
 )
+from werkzeug.exceptions import HTTPException
 
 from .config import Settings
 from .errors import Problem, problem_response
@@ -53,7 +57,63 @@ password_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism
 # Verified when the username is unknown, so both failures cost the same time.
 _DUMMY_HASH = password_hasher.hash(secrets.token_urlsafe(32))
 
-jwt = JWTManager()
+
+class VerifiedTokens:
+    """Tokens this app has verified, by their exact text (a bounded LRU).
+
+    Verifying means parsing and HMAC-checking three base64 segments, and every request
+    needs it more than once (rate-limit key, authentication). The result for a given
+    token string never changes while the app's keys do not (they are fixed per app), so
+    it is kept; only the time checks (``exp``, ``nbf``) are redone on every use, and an
+    expired token is dropped. Failures are never kept.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._claims: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        with self._lock:
+            claims = self._claims.get(token)
+            if claims is None:
+                return None
+            now = time.time()
+            if not claims["nbf" if "nbf" in claims else "iat"] <= now < claims["exp"]:
+                del self._claims[token]
+                return None
+            self._claims.move_to_end(token)
+            return dict(claims)
+
+    def put(self, token: str, claims: dict[str, Any]) -> None:
+        with self._lock:
+            self._claims[token] = dict(claims)
+            self._claims.move_to_end(token)
+            while len(self._claims) > self._size:
+                self._claims.popitem(last=False)
+
+
+class StatsapiJWTManager(JWTManager):
+    """flask-jwt-extended, verifying each token string once per app (see VerifiedTokens)."""
+
+    def _decode_jwt_from_config(
+        self, encoded_token: str, csrf_value: Any = None, allow_expired: bool = False
+    ) -> dict[str, Any]:
+        if csrf_value is not None or allow_expired:
+            return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        verified: VerifiedTokens = current_app.extensions["statsapi.verified_tokens"]
+        claims = verified.get(encoded_token)
+        if claims is None:
+            claims = super()._decode_jwt_from_config(encoded_token)
+            verified.put(encoded_token, claims)
+        return claims
+
+    def verify(self, encoded_token: str) -> dict[str, Any]:
+        """Signature, claims and expiry checked (no revocation check): raises if invalid."""
+        return self._decode_jwt_from_config(encoded_token)
+
+
+jwt = StatsapiJWTManager()
 
 
 # -- passwords ------------------------------------------------------------------------
@@ -199,22 +259,17 @@ def peek_identity(authorization: str | None) -> tuple[int, Role] | None:
     """
     if not authorization or not authorization.startswith("Bearer "):
         return None
-    token = authorization[7:].strip()
+    g.peeking_at_token = True  # failures are counted once, by authentication proper
     try:
-        header = pyjwt.get_unverified_header(token)
-        claims = pyjwt.decode(
-            token,
-            signing_keys().for_header(header),
-            algorithms=[ALGORITHM],
-            audience=AUDIENCE,
-            issuer=ISSUER,
-            options={"require": ["exp", "sub", "type", "role"]},
-        )
-        if claims.get("type") != "access":
-            return None
-        return int(claims["sub"]), Role(claims["role"])
-    except (pyjwt.PyJWTError, ValueError, KeyError):
+        # The same verification (and cache) as authentication proper: one parse per token.
+        claims = jwt.verify(authorization[7:].strip())
+    except (pyjwt.PyJWTError, ValueError, KeyError, HTTPException):
         return None
+    finally:
+        g.peeking_at_token = False
+    if claims.get("type") != "access":
+        return None
+    return int(claims["sub"]), Role(claims["role"])
 
 
 class NormaliseBearerScheme:
@@ -293,7 +348,8 @@ def _decode_key(header: dict[str, Any], raw_claims: dict[str, Any]) -> str:
         and raw_claims["type"] in ("access", "refresh")
     )
     if not well_formed:
-        AUTH_FAILURES.labels(reason="invalid").inc()
+        if not g.get("peeking_at_token"):
+            AUTH_FAILURES.labels(reason="invalid").inc()
         detail = "The token lacks required claims."
         raise Problem(401, detail, slug="invalid-token", headers=_challenge("invalid_token", detail))
     return signing_keys().for_header(header)
@@ -311,6 +367,7 @@ def _is_revoked(_header: dict[str, Any], data: dict[str, Any]) -> bool:
 def init_app(app: Flask, settings: Settings) -> None:
     keys = SigningKeys.from_settings(settings)
     app.extensions["statsapi.keys"] = keys
+    app.extensions["statsapi.verified_tokens"] = VerifiedTokens()
     app.config.update(
         JWT_SECRET_KEY=settings.jwt_secret_key,
         JWT_ALGORITHM=ALGORITHM,

@@ -240,3 +240,29 @@ def test_production_refuses_to_run_without_rate_limits(
     assert capsys.readouterr().err.strip() == (
         "statsapi: configuration error: RATELIMIT_ENABLED=false is not allowed in production"
     )
+
+
+def test_the_verified_token_cache_redoes_time_checks_and_never_crosses_apps(
+    make_app: Callable[..., Flask], clean: Flask
+) -> None:
+    from statsapi.security import VerifiedTokens
+
+    cache = VerifiedTokens(size=2)
+    now = time.time()
+    cache.put("live", {"iat": now - 10, "nbf": now - 10, "exp": now + 60})
+    cache.put("expired", {"iat": now - 120, "nbf": now - 120, "exp": now - 1})
+    cache.put("future", {"iat": now + 60, "nbf": now + 60, "exp": now + 120})
+    assert cache.get("live") is None  # evicted: the cache holds two tokens
+    assert cache.get("expired") is None  # expired since it was verified
+    assert cache.get("future") is None  # not valid yet
+    cache.put("live", {"iat": now - 10, "nbf": now - 10, "exp": now + 60})
+    assert cache.get("live") == {"iat": now - 10, "nbf": now - 10, "exp": now + 60}
+
+    # A token one app verified means nothing to an app with other keys.
+    other = make_app(JWT_SECRET_KEY="another-app-" + "Qx7Lm2Vp9Rt4Wz8Nc3Bd6Fh1Jk5")
+    alice = Factory(clean).actor(clean.test_client(), username="alice")
+    assert alice.get("/api/auth/me").status_code == 200  # verified and cached by `clean`
+    stranger = other.test_client().get(
+        "/api/auth/me", headers={"Authorization": f"Bearer {alice.access_token}"}
+    )
+    assert stranger.status_code == 401
