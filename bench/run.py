@@ -21,7 +21,6 @@ import platform
 import random
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from statsapi.db import get_database, mark_owners_changed  # noqa: E402
 from statsapi.migrate import upgrade  # noqa: E402
 from statsapi.services import records as record_service  # noqa: E402
 from tests.factories import Actor, Factory  # noqa: E402
+from tests.redis_tools import free_port, wait_for_port  # noqa: E402
 
 DB_NAME = "statsapi_bench"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -103,12 +103,6 @@ def seed(app: Any, owners: list[int], rows: int) -> float:
         conn.execute(text("ANALYZE records"))
         conn.commit()
     return rows / elapsed
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wrk(url: str, seconds: int, token: str | None = None) -> dict[str, float]:
@@ -253,13 +247,7 @@ def main() -> int:
             cwd=ROOT,
         )
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    time.sleep(0.2)
+            wait_for_port(port)
             base = f"http://127.0.0.1:{port}"
             subprocess.run(
                 [
