@@ -15,7 +15,6 @@ from typing import Any
 
 import psycopg2
 import pytest
-import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
@@ -25,6 +24,7 @@ from statsapi.db import get_database
 from statsapi.migrate import upgrade
 
 from .factories import Actor, Factory
+from .redis_tools import delete_keys
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 PG_URL_TEMPLATE = os.environ.get("TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/{name}")
@@ -66,12 +66,7 @@ def redis_prefix() -> Iterator[str]:
     """A key space of our own in the shared Redis; removed afterwards."""
     prefix = f"statsapi-test-{uuid.uuid4().hex[:10]}:"
     yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
+    delete_keys(REDIS_URL, prefix)
 
 
 def settings_env(database_url: str, **overrides: str) -> dict[str, str]:

@@ -21,6 +21,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def delete_keys(url: str, prefix: str) -> None:
+    """Remove a test's key space from a shared Redis."""
+    client = redis.Redis.from_url(url)
+    try:
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+
+
 def wait_for_port(port: int, seconds: float = 30) -> None:
     """Return once something accepts connections on a loopback port (raise if it never does)."""
     deadline = time.monotonic() + seconds

@@ -39,11 +39,18 @@ def eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
     return check()
 
 
-def test_a_revocation_made_during_a_partition_reaches_other_apps_when_it_heals(
+@pytest.fixture
+def apps(
     server: ThrowawayRedis, proxy: CuttableProxy, make_app: Callable[..., Flask], clean: Flask
+) -> tuple[Flask, Flask]:
+    """An app behind the proxy we cut, and one that keeps reaching Redis directly."""
+    return make_app(REDIS_URL=proxy.url, REDIS_SOCKET_TIMEOUT="0.2"), make_app(REDIS_URL=server.url)
+
+
+def test_a_revocation_made_during_a_partition_reaches_other_apps_when_it_heals(
+    apps: tuple[Flask, Flask], proxy: CuttableProxy
 ) -> None:
-    cut_off = make_app(REDIS_URL=proxy.url, REDIS_SOCKET_TIMEOUT="0.2")
-    other = make_app(REDIS_URL=server.url)
+    cut_off, other = apps
     factory = Factory(other)
     alice = factory.actor(other.test_client(), username="alice")
     admin = factory.actor(cut_off.test_client(), role="admin", username="root")
@@ -58,10 +65,9 @@ def test_a_revocation_made_during_a_partition_reaches_other_apps_when_it_heals(
 
 
 def test_a_write_made_during_a_partition_reaches_other_apps_stats_when_it_heals(
-    server: ThrowawayRedis, proxy: CuttableProxy, make_app: Callable[..., Flask], clean: Flask
+    apps: tuple[Flask, Flask], proxy: CuttableProxy
 ) -> None:
-    cut_off = make_app(REDIS_URL=proxy.url, REDIS_SOCKET_TIMEOUT="0.2")
-    other = make_app(REDIS_URL=server.url)
+    cut_off, other = apps
     factory = Factory(other)
     alice = factory.actor(other.test_client(), username="alice")
     writer = Factory(cut_off).actor(cut_off.test_client(), username="alice-writer")

@@ -31,11 +31,11 @@ from typing import Any
 
 import psycopg2
 import pytest
-import redis
 import requests
 from requests.adapters import HTTPAdapter
 
 from tests.conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE, REDIS_URL
+from tests.redis_tools import delete_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_TEMPLATE = ROOT / "nginx" / "templates" / "statsapi.conf.template"
@@ -404,12 +404,7 @@ class Stack:
                 cur.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
             conn.close()
         finally:
-            client_redis = redis.Redis.from_url(REDIS_URL)
-            try:
-                for key_name in client_redis.scan_iter(match=f"{self.redis_prefix}*", count=1000):
-                    client_redis.delete(key_name)
-            finally:
-                client_redis.close()
+            delete_keys(REDIS_URL, self.redis_prefix)
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
