@@ -45,13 +45,15 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     """
     settings = config if isinstance(config, Settings) else preflight(config)
 
-    from . import cli, db, errors, headers, logs, metrics, security
-    from .backends import init_backends
-    from .jsonio import StrictJSONProvider
+    from . import cli, db, logs, metrics
+    from .auth import tokens as security
+    from .http import errors, headers
+    from .http.api import Api
+    from .http.jsonio import StrictJSONProvider
+    from .http.limits import RateLimits
     from .migrate import head_revision
-    from .ratelimit import RateLimits
     from .resources import register
-    from .rest import Api
+    from .state.backends import init_backends
 
     logs.configure(settings.log_level)
     app = Flask(__name__, instance_path=str(Path(settings.instance_path).resolve()))

@@ -207,7 +207,7 @@ def db_current() -> None:
 @with_appcontext
 def purge() -> None:
     """Delete expired idempotency keys and expired token families."""
-    from .idempotency import purge_expired
+    from .http.idempotency import purge_expired
 
     session = get_database().new_session()
     try:

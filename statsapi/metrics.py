@@ -78,7 +78,7 @@ def render() -> Response:
         client = None
     if client is None or not any(client in network for network in allowed):
         # Only the private network (Prometheus) may scrape; to everyone else it does not exist.
-        from .errors import Problem
+        from .http.errors import Problem
 
         raise Problem(404, "No resource exists at this URL.")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -9,9 +9,9 @@ from typing import Any
 import jwt as pyjwt
 from werkzeug.test import TestResponse
 
+from statsapi.auth.tokens import ALGORITHM, TokenPair, key_id
 from statsapi.db import get_database
 from statsapi.models import User
-from statsapi.security import ALGORITHM, TokenPair, key_id
 
 from .conftest import TEST_SECRET
 from .factories import Factory

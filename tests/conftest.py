@@ -141,7 +141,7 @@ def truncate_all(flask_app: Flask) -> None:
 
 def reset_process_state(flask_app: Flask) -> None:
     """Fresh in-process cache and limit counters (ids restart with every test)."""
-    from statsapi.cache import MemoryBackend
+    from statsapi.state.stats_cache import MemoryBackend
 
     cache = flask_app.extensions["statsapi.stats_cache"]
     if isinstance(cache.backend, MemoryBackend):

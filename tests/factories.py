@@ -11,10 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from statsapi.auth.tokens import TokenPair, hash_password
 from statsapi.clock import utcnow
 from statsapi.db import get_database
 from statsapi.models import Record, User
-from statsapi.security import TokenPair, hash_password
 from statsapi.services import auth as auth_service
 from statsapi.services import records as record_service
 

@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 
 from statsapi import create_app
+from statsapi.auth.tokens import signing_keys
 from statsapi.config import ConfigError, Settings
-from statsapi.security import signing_keys
 
 from .conftest import REDIS_URL, TEST_SECRET
 

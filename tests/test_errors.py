@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from statsapi.db import get_database
-from statsapi.errors import PROBLEM_TYPES
+from statsapi.http.errors import PROBLEM_TYPES
 from statsapi.models import AuditEvent, Record
 
 from .apitools import PROBLEM_MEDIA_TYPE, assert_problem, bearer

@@ -245,7 +245,7 @@ def test_production_refuses_to_run_without_rate_limits(
 def test_the_verified_token_cache_redoes_time_checks_and_never_crosses_apps(
     make_app: Callable[..., Flask], clean: Flask
 ) -> None:
-    from statsapi.security import VerifiedTokens
+    from statsapi.auth.tokens import VerifiedTokens
 
     cache = VerifiedTokens(size=2)
     now = time.time()

@@ -132,7 +132,7 @@ def test_unreachable_redis_does_not_stall_requests(make_app: Callable[..., Flask
 
 def test_redis_client_errors_are_the_only_thing_that_degrades(server: ThrowawayRedis) -> None:
     """The breaker opens on Redis errors and closes on the next success."""
-    from statsapi.redis_client import RedisConnection, RedisUnavailable
+    from statsapi.state.redis import RedisConnection, RedisUnavailable
 
     connection = RedisConnection(server.url, prefix="t:", timeout=0.2)
     assert connection.call(lambda c: c.ping()) is True

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from flask import Flask
 
-from statsapi.token_state import AuthState, TokenStateCache
+from statsapi.auth.token_state import AuthState, TokenStateCache
 
 from .factories import Factory, record_body
 from .redis_tools import CuttableProxy, ThrowawayRedis, throwaway_redis

@@ -10,8 +10,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import event
 
+from statsapi.auth.token_state import AuthState, TokenStateCache
 from statsapi.db import get_database
-from statsapi.token_state import AuthState, TokenStateCache
 
 from .factories import Actor, Factory
 

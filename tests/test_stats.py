@@ -22,8 +22,8 @@ import pytest
 from flask import Flask
 from prometheus_client import REGISTRY
 
-from statsapi.cache import MemoryBackend
 from statsapi.services import stats as stats_service
+from statsapi.state.stats_cache import MemoryBackend
 
 from .factories import Actor, Factory, record_body
 from .recordtools import assert_problem, captured_sql, explain, insert_records, run_concurrently, with_client

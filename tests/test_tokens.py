@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from jwt.warnings import InsecureKeyLengthWarning
 
-from statsapi.security import REQUIRED_CLAIMS, key_id
+from statsapi.auth.tokens import REQUIRED_CLAIMS, key_id
 
 from .apitools import (
     another_session,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from ..rest import Api
+from ..http.api import Api
 
 
 def register(app: Flask, api: Api) -> None:

@@ -6,10 +6,11 @@ from flask import Response, url_for
 from flask.views import MethodView
 
 from .. import db
-from ..conditional import LOCATION_HEADER
+from ..auth.tokens import current_principal, derive_key
+from ..http.api import Blueprint
+from ..http.conditional import LOCATION_HEADER
+from ..http.pagination import CursorCodec, page_body
 from ..models import Role
-from ..pagination import CursorCodec, page_body
-from ..rest import Blueprint
 from ..schemas.users import (
     AuditPageSchema,
     AuditQueryArgsSchema,
@@ -20,7 +21,6 @@ from ..schemas.users import (
     UserSchema,
     UserUpdateSchema,
 )
-from ..security import current_principal, derive_key
 from ..services import audit as audit_service
 from ..services import users as user_service
 

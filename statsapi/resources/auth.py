@@ -6,9 +6,9 @@ from flask import Response
 from flask.views import MethodView
 
 from .. import db
-from ..rest import Blueprint
+from ..auth.tokens import current_principal
+from ..http.api import Blueprint
 from ..schemas.users import LoginSchema, PasswordChangeSchema, TokenPairSchema, UserSchema
-from ..security import current_principal
 from ..services import auth as auth_service
 from ..services.errors import AuthenticationFailed
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from flask import Blueprint, Flask, Response, current_app, render_template, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 
-from ..errors import Problem
-from ..rest import Api
+from ..http.api import Api
+from ..http.errors import Problem
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {

@@ -8,8 +8,8 @@ from flask.views import MethodView
 from sqlalchemy import text
 
 from .. import db
-from ..errors import PROBLEM_TYPES, Problem, problem_response
-from ..rest import Blueprint
+from ..http.api import Blueprint
+from ..http.errors import PROBLEM_TYPES, Problem, problem_response
 from ..schemas.ops import HealthSchema, ProblemTypeSchema, ReadySchema
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,9 @@ from flask import Response, url_for
 from flask.views import MethodView
 
 from .. import db
-from ..conditional import (
+from ..auth.tokens import current_principal, derive_key
+from ..http.api import Blueprint
+from ..http.conditional import (
     ETAG_HEADER,
     LOCATION_HEADER,
     documents_if_match,
@@ -16,10 +18,9 @@ from ..conditional import (
     require_if_match,
     version_etag,
 )
-from ..idempotency import REPLAYED_HEADER, idempotent
+from ..http.idempotency import REPLAYED_HEADER, idempotent
+from ..http.pagination import CursorCodec, page_body
 from ..models import Record, Role
-from ..pagination import CursorCodec, page_body
-from ..rest import Blueprint
 from ..schemas.records import (
     RecordBatchSchema,
     RecordCreateSchema,
@@ -29,7 +30,6 @@ from ..schemas.records import (
     RecordSchema,
     RecordUpdateSchema,
 )
-from ..security import current_principal, derive_key
 from ..services import records as record_service
 from ..services.records import WRITERS
 

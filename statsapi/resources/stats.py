@@ -6,14 +6,14 @@ from flask import Response
 from flask.views import MethodView
 
 from .. import db
-from ..backends import stats_cache
-from ..conditional import ETAG_HEADER, documents_if_none_match, not_modified
+from ..auth.tokens import current_principal
+from ..http.api import Blueprint
+from ..http.conditional import ETAG_HEADER, documents_if_none_match, not_modified
 from ..models import Role
-from ..rest import Blueprint
 from ..schemas.records import StatsQueryArgsSchema, StatsSchema
-from ..security import current_principal
 from ..services import records as record_service
 from ..services import stats as stats_service
+from ..state.backends import stats_cache
 
 blp = Blueprint("stats", __name__, url_prefix="/api/stats", description="Totals per currency, cached.")
 

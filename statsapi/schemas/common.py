@@ -5,8 +5,8 @@ from typing import Any
 
 import marshmallow as ma
 
-from ..jsonio import UNSAFE_TEXT
-from ..pagination import DEFAULT_LIMIT, MAX_LIMIT
+from ..http.jsonio import UNSAFE_TEXT
+from ..http.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 
 class StrictSchema(ma.Schema):

@@ -7,11 +7,8 @@ import uuid
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from ..clock import utcnow
-from ..db import rowcount
-from ..metrics import AUTH_FAILURES
-from ..models import TokenFamily, User
-from ..security import (
+from ..auth.token_state import note_family_revoked
+from ..auth.tokens import (
     TokenPair,
     hash_password,
     issue_pair,
@@ -20,7 +17,10 @@ from ..security import (
     refresh_expiry,
     verify_password,
 )
-from ..token_state import note_family_revoked
+from ..clock import utcnow
+from ..db import rowcount
+from ..metrics import AUTH_FAILURES
+from ..models import TokenFamily, User
 from . import audit
 from .errors import AuthenticationFailed, InvalidInput, RefreshReuse
 from .users import find_by_username, revoke_all_tokens

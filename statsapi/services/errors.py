@@ -1,4 +1,4 @@
-"""Domain errors raised by services; ``statsapi.errors`` maps them to problem responses."""
+"""Domain errors raised by services; ``statsapi.http.errors`` maps them to problem responses."""
 
 from __future__ import annotations
 

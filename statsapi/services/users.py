@@ -9,10 +9,10 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from ..auth.token_state import note_user_changed
+from ..auth.tokens import hash_password
 from ..clock import utcnow
 from ..models import Role, User
-from ..security import hash_password
-from ..token_state import note_user_changed
 from . import audit
 from .errors import Conflict, NotFound
 

@@ -73,7 +73,7 @@ def not_modified(current: str) -> bool:
 
 def document_header(func: F, param: dict[str, Any], statuses: tuple[int, ...]) -> F:
     """Document a request header ``param`` and the error statuses it can cause."""
-    from .rest import Blueprint
+    from .api import Blueprint
 
     func = Blueprint.errors(*statuses)(func)
     func._apidoc.setdefault("arguments", {}).setdefault("parameters", []).append(param)  # type: ignore[attr-defined]

@@ -23,11 +23,11 @@ from flask import Flask, Response, g, has_request_context, request
 from flask_limiter import Limiter, RequestLimit
 from limits.storage import RedisStorage
 
+from ..auth.tokens import peek_identity
+from ..config import Settings
+from ..metrics import RATE_LIMITED
+from ..models import Role
 from . import jsonio
-from .config import Settings
-from .metrics import RATE_LIMITED
-from .models import Role
-from .security import peek_identity
 
 LOGIN_ENDPOINT = "auth.Login"
 PASSWORD_ENDPOINT = "auth.Password"  # noqa: S105 (an endpoint name)

@@ -28,10 +28,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .conditional import content_etag
-from .metrics import CACHE_REQUESTS
-from .pagination import filters_digest
-from .redis_client import RedisConnection, RedisUnavailable, Replayer
+from ..http.conditional import content_etag
+from ..http.pagination import filters_digest
+from ..metrics import CACHE_REQUESTS
+from .redis import RedisConnection, RedisUnavailable, Replayer
 
 # Waiters give the leader as long as its lock lives (longer than the 15 s statement timeout),
 # so a slow aggregation is still computed once, not once per waiter.

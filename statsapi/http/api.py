@@ -27,9 +27,10 @@ from webargs.core import missing
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.routing import IntegerConverter, UnicodeConverter
 
-from . import db, jsonio
+from .. import db
+from ..models import Role
+from . import jsonio
 from .errors import PROBLEM_MEDIA_TYPE, Problem
-from .models import Role
 
 F = Callable[..., Any]
 
@@ -337,7 +338,7 @@ class Blueprint(flask_smorest.Blueprint):
         With no roles, any authenticated user passes. ``refresh=True`` requires a refresh
         token instead of an access token (only ``POST /api/auth/refresh``).
         """
-        from .security import authenticate
+        from ..auth.tokens import authenticate
 
         allowed = frozenset(roles)
 

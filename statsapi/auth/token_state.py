@@ -31,9 +31,9 @@ from flask import current_app
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, object_session
 
-from . import db
-from .models import TokenFamily, User
-from .redis_client import RedisConnection, RedisUnavailable, Replayer
+from .. import db
+from ..models import TokenFamily, User
+from ..state.redis import RedisConnection, RedisUnavailable, Replayer
 
 TTL = 30
 REVOKED = b"revoked"

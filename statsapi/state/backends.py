@@ -12,12 +12,12 @@ from flask import Flask, current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from .cache import CacheBackend, MemoryBackend, RedisBackend, StatsCache
-from .config import Settings
-from .db import Database, pop_changed_owners
-from .redis_client import RedisConnection
-from .token_state import TokenStateCache
-from .token_state import changes as token_changes
+from ..auth.token_state import TokenStateCache
+from ..auth.token_state import changes as token_changes
+from ..config import Settings
+from ..db import Database, pop_changed_owners
+from .redis import RedisConnection
+from .stats_cache import CacheBackend, MemoryBackend, RedisBackend, StatsCache
 
 
 def init_backends(app: Flask, settings: Settings, database: Database) -> None:

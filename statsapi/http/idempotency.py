@@ -29,13 +29,14 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import db, jsonio
-from .clock import utcnow
+from .. import db
+from ..auth.tokens import current_principal
+from ..clock import utcnow
+from ..db import rowcount
+from ..models import IdempotencyKey
+from . import jsonio
 from .conditional import document_header
-from .db import rowcount
 from .errors import Problem
-from .models import IdempotencyKey
-from .security import current_principal
 
 F = Callable[..., Any]
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from .metrics import DEGRADED_EVENTS, DEPENDENCY_UP
+from ..metrics import DEGRADED_EVENTS, DEPENDENCY_UP
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

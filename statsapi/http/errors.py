@@ -239,7 +239,7 @@ def _is_connection_failure(error: DBAPIError | PoolTimeoutError) -> bool:
 
 def handle_database_unavailable(error: DBAPIError | PoolTimeoutError) -> Response:
     """503 + Retry-After, never a 500: nothing was written (the transaction rolled back)."""
-    from .db import get_database
+    from ..db import get_database
 
     if _is_connection_failure(error):
         get_database().health.failed(error)
@@ -273,12 +273,12 @@ def handle_dbapi_error(error: DBAPIError) -> Response:
 
 
 def handle_domain_error(error: Exception) -> Response:
-    from .services.errors import AuthenticationFailed, DomainError, RefreshReuse
+    from ..services.errors import AuthenticationFailed, DomainError, RefreshReuse
 
     assert isinstance(error, DomainError)
     headers: dict[str, str] = {}
     if isinstance(error, AuthenticationFailed):
-        from .metrics import AUTH_FAILURES
+        from ..metrics import AUTH_FAILURES
 
         # RFC 9110 §15.5.2: every 401 carries a challenge.
         if isinstance(error, RefreshReuse):
@@ -291,7 +291,7 @@ def handle_domain_error(error: Exception) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    from .services.errors import DomainError
+    from ..services.errors import DomainError
 
     app.register_error_handler(DomainError, handle_domain_error)
     app.register_error_handler(HTTPException, handle_http_exception)

@@ -39,10 +39,10 @@ from flask_jwt_extended import (
 )
 from werkzeug.exceptions import HTTPException
 
-from .config import Settings
-from .errors import Problem, problem_response
-from .metrics import AUTH_FAILURES
-from .models import Role, User
+from ..config import Settings
+from ..http.errors import Problem, problem_response
+from ..metrics import AUTH_FAILURES
+from ..models import Role, User
 from .token_state import AuthState, load_auth_state
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ class Principal:
     def user(self) -> User:
         """The user row, loaded on first use (the cached auth path never needs it)."""
         if self._user is None:
-            from . import db
+            from .. import db
 
             user = db.session().get(User, self.id)
             if user is None:
