@@ -6,7 +6,7 @@ Every value can be changed from the environment without editing this file:
     WEB_CONCURRENCY          worker processes (default 2 x CPUs + 1, at most 8)
     GUNICORN_THREADS         threads per worker (default 4)
     GUNICORN_TIMEOUT         seconds a request may take before its worker is replaced (30)
-    GUNICORN_MAX_REQUESTS    recycle a worker after this many requests (1000; 0 = never)
+    GUNICORN_MAX_REQUESTS    recycle a worker after this many requests (default 0 = never)
     PROMETHEUS_MULTIPROC_DIR where workers write their metric samples (see below)
 
 Design notes:
@@ -24,7 +24,9 @@ Design notes:
   the master starts. With a read-only root filesystem it must be a writable tmpfs
   (the Dockerfile and compose.yaml use /tmp/prometheus on a tmpfs).
 * Logs: gunicorn's own lines are JSON on stderr; the app writes its JSON lines (one access
-  line per request, with request_id) to stdout, so gunicorn's access log is off.
+  line per request, with request_id) to stdout, so gunicorn's access log is off — and its
+  logger class does not even build the access line's fields (gunicorn builds them for every
+  request whenever a logging config is given, whether or not anything logs them).
 * Proxy headers are trusted in one place only, the app's ProxyFix (TRUSTED_PROXY_HOPS), so
   gunicorn's own X-Forwarded-Proto handling is switched off.
 """
@@ -38,6 +40,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gunicorn import glogging
 from gunicorn import util as gunicorn_util
 
 _env = os.environ.get
@@ -73,7 +76,11 @@ timeout = _non_negative_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = 30
 # Longer than nginx's upstream keepalive_timeout (60 s), so nginx closes idle connections first.
 keepalive = 75
-max_requests = _non_negative_int("GUNICORN_MAX_REQUESTS", 1000)
+# Workers are not recycled by default. A recycle re-imports the app and runs create_app
+# (~2 s of CPU on this hardware) while every connection piles onto the surviving worker;
+# nothing in statsapi grows without bound (its caches are bounded LRUs), so there is no
+# leak to recycle away. Set GUNICORN_MAX_REQUESTS to recycle anyway (10 % jitter).
+max_requests = _non_negative_int("GUNICORN_MAX_REQUESTS", 0)
 max_requests_jitter = max_requests // 10
 # Heartbeat files on a RAM-backed filesystem: a disk-backed /tmp can stall workers.
 worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108 (RAM, not a temp file)
@@ -90,6 +97,14 @@ limit_request_fields = 100
 limit_request_field_size = 8190
 
 # ---- logging ------------------------------------------------------------------------------------
+class NoAccessLogger(glogging.Logger):
+    """gunicorn's logger without its access line (statsapi writes its own, with request_id)."""
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        return None
+
+
+logger_class = NoAccessLogger
 accesslog = None
 errorlog = "-"
 loglevel = (_env("LOG_LEVEL") or "info").lower()

@@ -14,6 +14,7 @@ from .config import Settings
 from .db import get_database
 from .migrate import upgrade
 from .models import User
+from .services import users
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,6 @@ def prepare_embedded(app: Flask) -> None:
     try:
         if session.scalar(select(func.count()).select_from(User)):
             return
-        from .services import users
-
         username = settings.bootstrap_admin_username or "admin"
         password = settings.bootstrap_admin_password or secrets.token_urlsafe(18)
         with app.app_context():

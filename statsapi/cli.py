@@ -44,12 +44,12 @@ def _read_password(password_stdin: bool, env_name: str | None) -> str:
 
 
 def _create_user(username: str, password: str, role: str, if_missing: bool) -> None:
+    from .problems import Conflict
     from .services import users
-    from .services.errors import Conflict
 
     if not USERNAME.fullmatch(username):
         raise click.UsageError("usernames are 3-64 letters, digits, '_', '.', '-'")
-    session = get_database().new_session()
+    session = get_database(current_app).new_session()
     try:
         if if_missing and users.find_by_username(session, username=username):
             click.echo(f"user {username.lower()!r} already exists; nothing to do")
@@ -150,7 +150,7 @@ def seed(count: int, owners: tuple[str, ...], random_seed: int | None, batch_siz
     from .services import records as record_service
 
     rng = random.Random(random_seed)  # noqa: S311 (fake data, not secrets)
-    session = get_database().new_session()
+    session = get_database(current_app).new_session()
     try:
         query = select(User.id)
         if owners:
@@ -209,7 +209,7 @@ def purge() -> None:
     """Delete expired idempotency keys and expired token families."""
     from .http.idempotency import purge_expired
 
-    session = get_database().new_session()
+    session = get_database(current_app).new_session()
     try:
         keys = purge_expired(session)
         families = rowcount(session.execute(delete(TokenFamily).where(TokenFamily.expires_at <= utcnow())))

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from limits import parse_many
+
 ENVIRONMENTS = ("development", "production", "testing")
 
 # Values people paste from tutorials; a production key must never be one of them.
@@ -215,8 +217,6 @@ class Settings:
         return settings
 
     def validate_limits(self) -> None:
-        from limits import parse_many
-
         for name in ("ratelimit_login", "ratelimit_anonymous", "ratelimit_user", "ratelimit_elevated"):
             value = getattr(self, name)
             try:

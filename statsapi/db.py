@@ -1,9 +1,10 @@
-"""SQLAlchemy base, engine and the per-request session.
+"""SQLAlchemy base, engine, sessions and what a unit of work changed (Flask-free).
 
-One engine per app, one session per request (created lazily, closed at teardown).
-Services receive the session as a keyword argument and never commit: the view's
-response decorator commits once, after the response body is built, so a request is one
-transaction (the record, its audit event and its idempotency entry land together).
+One engine per app. Services receive a session as a keyword argument and never commit;
+``http.transaction`` opens the request's session and the views that write commit it.
+A unit of work notes what it changed that caches must hear about (record owners whose
+stats moved, users whose token state changed, revoked login families); the cache
+wiring (``state.backends``) publishes those notes around the commit.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, current_app, g
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.orm import DeclarativeBase, Session, object_session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
@@ -100,8 +102,11 @@ class DatabaseHealth:
             )
 
 
-def make_engine(settings: Settings) -> Engine:
+def make_engine(settings: Settings, *, autocommit: bool = False) -> Engine:
+    """The app's engine; ``autocommit`` for read-only work (its own pool, so a connection
+    never switches modes: switching costs a ``SET`` round trip each way on PostgreSQL)."""
     url = settings.database_url
+    modes: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     if url.startswith("sqlite"):
         # One file, many threads (flask run, tests); short-lived connections keep WAL happy.
         engine = create_engine(
@@ -109,6 +114,7 @@ def make_engine(settings: Settings) -> Engine:
             hide_parameters=True,  # errors and logs never carry bound values (hashes, text)
             connect_args={"check_same_thread": False, "timeout": 15},
             poolclass=NullPool,
+            **modes,
         )
         event.listen(engine, "connect", _sqlite_on_connect)
         return engine
@@ -117,9 +123,9 @@ def make_engine(settings: Settings) -> Engine:
         hide_parameters=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,  # recover by itself after PostgreSQL restarts
         pool_recycle=1800,
         pool_timeout=5,
+        **modes,
         connect_args={
             "connect_timeout": 3,
             "application_name": "statsapi",
@@ -127,7 +133,31 @@ def make_engine(settings: Settings) -> Engine:
             "options": f"-c timezone=UTC -c statement_timeout={settings.db_statement_timeout_ms}",
         },
     )
+    # Recover by itself after PostgreSQL restarts, without a ping per request: a connection
+    # that sat idle for a while is pinged at checkout, a busy one is trusted (a failure
+    # there still invalidates the pool, see http.errors).
+    event.listen(engine, "checkout", _ping_if_idle)
+    event.listen(engine, "checkin", _note_last_use)
     return engine
+
+
+IDLE_BEFORE_PING_SECONDS = 2.0
+
+
+def _note_last_use(_dbapi_connection: Any, record: Any) -> None:
+    record.info["last_use"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    if time.monotonic() - record.info.get("last_use", 0.0) < IDLE_BEFORE_PING_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+    except Exception as error:
+        # The pool discards this connection and checks out (or opens) another one.
+        raise DisconnectionError(str(error)) from error
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -139,13 +169,21 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Database:
-    """Engine, session factory and post-commit hooks for one app."""
+    """Engine, session factories and post-commit hooks for one app.
+
+    Read-only sessions run on autocommit connections (a pool of their own): a read sends
+    its statements and nothing else (no BEGIN, no COMMIT), and refuses to flush any write.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.engine = make_engine(settings)
+        self.read_engine = make_engine(settings, autocommit=True)
         self.health = DatabaseHealth()
-        event.listen(self.engine, "checkout", self.health.ok)
+        for engine in (self.engine, self.read_engine):
+            event.listen(engine, "checkout", self.health.ok)
         self.session_factory = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self.read_session_factory = sessionmaker(bind=self.read_engine, expire_on_commit=False)
+        event.listen(self.read_session_factory, "before_flush", _refuse_writes)
         self._after_commit_hooks: list[Callable[[Session], None]] = []
         event.listen(self.session_factory, "after_commit", self._run_after_commit)
         # A rolled-back transaction changed nothing: forget what it would have changed.
@@ -159,45 +197,28 @@ class Database:
         for hook in self._after_commit_hooks:
             hook(session)
 
-    def new_session(self, **info: Any) -> Session:
-        session = self.session_factory()
+    def new_session(self, *, read_only: bool = False, **info: Any) -> Session:
+        session = (self.read_session_factory if read_only else self.session_factory)()
         session.info.update(info)
         return session
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()
 
 
-def init_app(app: Flask, settings: Settings) -> Database:
-    database = Database(settings)
-    app.extensions["statsapi.db"] = database
-    app.teardown_appcontext(_close_session)
+def _refuse_writes(session: Session, _context: Any, _instances: Any) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("a read-only session cannot write: the route must commit (@blp.commits)")
+
+
+def get_database(app: Any) -> Database:
+    """The ``Database`` bound to a Flask app (``http.transaction.database()`` in a request)."""
+    database: Database = app.extensions["statsapi.db"]
     return database
 
 
-def get_database(app: Flask | None = None) -> Database:
-    return (app or current_app).extensions["statsapi.db"]
-
-
-def session() -> Session:
-    """The request's session, opened on first use."""
-    if "db_session" not in g:
-        g.db_session = get_database().new_session(request_id=g.get("request_id"))
-    return g.db_session
-
-
-def commit() -> None:
-    """Commit the request's unit of work if one was opened."""
-    if "db_session" in g:
-        g.db_session.commit()
-
-
-def _close_session(_exc: BaseException | None) -> None:
-    db_session = g.pop("db_session", None)
-    if db_session is not None:
-        db_session.close()  # rolls back anything not committed
-
-
+# -- what a unit of work changed (read around its commit by the cache wiring) ----------
 def mark_owners_changed(db_session: Session, owner_ids: Iterable[int]) -> None:
     """Note record owners whose stats a pending commit changes (read after commit)."""
     db_session.info.setdefault("changed_owners", set()).update(owner_ids)
@@ -205,6 +226,23 @@ def mark_owners_changed(db_session: Session, owner_ids: Iterable[int]) -> None:
 
 def pop_changed_owners(db_session: Session) -> set[int]:
     return db_session.info.pop("changed_owners", set())
+
+
+def note_user_changed(user: Any) -> None:
+    """Call after changing a user's role, active flag or generation (before commit)."""
+    db_session = object_session(user)
+    assert db_session is not None
+    db_session.info.setdefault("auth_users", {})[user.id] = user
+
+
+def note_family_revoked(db_session: Session, family_id: str) -> None:
+    db_session.info.setdefault("auth_families", set()).add(family_id)
+
+
+def token_changes(db_session: Session, *, pop: bool) -> tuple[dict[int, Any], set[str]]:
+    """Users and families whose token state this unit of work changed (``pop`` to clear)."""
+    take = db_session.info.pop if pop else db_session.info.get
+    return take("auth_users", {}), take("auth_families", set())
 
 
 def rowcount(result: Any) -> int:

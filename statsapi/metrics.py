@@ -1,4 +1,4 @@
-"""Prometheus metrics that stay correct under several gunicorn workers.
+"""Prometheus metrics that stay correct under several gunicorn workers (Flask-free).
 
 With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn does this via ``gunicorn.conf.py``),
 every worker writes its samples to that directory and ``/metrics`` aggregates them;
@@ -14,9 +14,6 @@ import os
 if "PROMETHEUS_MULTIPROC_DIR" in os.environ and not os.environ["PROMETHEUS_MULTIPROC_DIR"].strip():
     del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
-import ipaddress
-
-from flask import Flask, Response, current_app, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -70,32 +67,16 @@ DEGRADED_EVENTS = Counter(
 )
 
 
-def render() -> Response:
-    allowed = current_app.extensions["statsapi.metrics_networks"]
-    try:
-        client = ipaddress.ip_address(request.remote_addr or "")
-    except ValueError:
-        client = None
-    if client is None or not any(client in network for network in allowed):
-        # Only the private network (Prometheus) may scrape; to everyone else it does not exist.
-        from .http.errors import Problem
-
-        raise Problem(404, "No resource exists at this URL.")
+def exposition() -> tuple[bytes, str]:
+    """The Prometheus text of every metric, summed over all workers in multiprocess mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        body = generate_latest(registry)
-    else:
-        body = generate_latest()
-    return Response(body, content_type=CONTENT_TYPE_LATEST)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
 
 
 def mark_worker_dead(pid: int) -> None:
     """gunicorn ``child_exit`` hook: drop a dead worker's live gauges."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(pid)
-
-
-def init_app(app: Flask, allowed_networks: tuple[str, ...]) -> None:
-    app.extensions["statsapi.metrics_networks"] = tuple(ipaddress.ip_network(n) for n in allowed_networks)
-    app.add_url_rule("/metrics", "metrics", render)

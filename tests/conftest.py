@@ -146,7 +146,7 @@ def reset_process_state(flask_app: Flask) -> None:
     cache = flask_app.extensions["statsapi.stats_cache"]
     if isinstance(cache.backend, MemoryBackend):
         cache.backend = MemoryBackend()
-    flask_app.extensions["statsapi.ratelimits"].limiter.reset()
+    flask_app.extensions["statsapi.shared"].counters.reset()
 
 
 @pytest.fixture

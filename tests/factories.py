@@ -11,7 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from statsapi.auth.tokens import TokenPair, hash_password
+from statsapi.auth.passwords import hash_password
+from statsapi.auth.tokens import TokenPair, issue_pair, refresh_ttl
 from statsapi.clock import utcnow
 from statsapi.db import get_database
 from statsapi.models import Record, User
@@ -134,7 +135,7 @@ class Factory:
             with self.app.app_context():
                 fresh = session.get(User, user.id)
                 assert fresh is not None
-                pair = auth_service.start_session(session, user=fresh)
+                pair = issue_pair(auth_service.start_session(session, user=fresh, refresh_ttl=refresh_ttl()))
             session.commit()
             return pair
         finally:

@@ -11,6 +11,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
 
 import redis
 
@@ -200,3 +202,77 @@ class CuttableProxy:
         self._stop.set()
         self._thread.join(timeout=2)
         self.listener.close()
+
+
+class RecordingProxy(CuttableProxy):
+    """A forwarder that records what each connection's client sent and when it was the
+    client's turn: counts round trips (Redis) and statements (PostgreSQL) on the wire."""
+
+    def __init__(self, target_port: int) -> None:
+        self._events: list[tuple[int, str, bytes]] = []  # (connection, "send"|"reply", bytes)
+        self._events_lock = threading.Lock()
+        super().__init__(target_port)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        direction = "send" if source in self._open[0::2] else "reply"
+        connection = id(source if direction == "send" else sink)
+        with contextlib.suppress(OSError):
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                with self._events_lock:
+                    self._events.append((connection, direction, data))
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def mark(self) -> int:
+        with self._events_lock:
+            return len(self._events)
+
+    def round_trips(self, since: int) -> int:
+        """Client turns since ``since``: data sent after a reply (or first) on a connection."""
+        with self._events_lock:
+            events = self._events[since:]
+        last: dict[int, str] = {}
+        turns = 0
+        for connection, direction, _ in events:
+            if direction == "send" and last.get(connection) != "send":
+                turns += 1
+            last[connection] = direction
+        return turns
+
+    def pg_statements(self, since: int) -> list[str]:
+        """SQL of the simple-protocol queries ('Q' messages) clients sent since ``since``
+        (connections must already be past start-up)."""
+        with self._events_lock:
+            events = self._events[since:]
+        streams: dict[int, bytes] = {}
+        for connection, direction, data in events:
+            if direction == "send":
+                streams[connection] = streams.get(connection, b"") + data
+        statements = []
+        for stream in streams.values():
+            offset = 0
+            while offset + 5 <= len(stream):
+                kind, length = (
+                    stream[offset : offset + 1],
+                    int.from_bytes(stream[offset + 1 : offset + 5], "big"),
+                )
+                if kind == b"Q":
+                    statements.append(stream[offset + 5 : offset + 1 + length].rstrip(b"\x00").decode())
+                offset += 1 + length
+        return statements
+
+
+def cached_state(cache: Any, user_id: int, family_id: str) -> Any:
+    """What the token-state cache holds for a user and family, as the gate would read it."""
+    user_raw, family_raw = cache.redis.client.mget(cache.user_key(user_id), cache.family_key(family_id))
+    return cache.codec.decode(user_id, family_id, user_raw, family_raw)
+
+
+def user_state(role: str, active: int, generation: int) -> Any:
+    """A user's token-relevant fields, as ``TokenStateCache.publish`` takes them."""
+    return SimpleNamespace(role=role, is_active=bool(active), token_generation=generation)

@@ -12,8 +12,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from statsapi.db import get_database
-from statsapi.http.errors import PROBLEM_TYPES
 from statsapi.models import AuditEvent, Record
+from statsapi.problems import PROBLEM_TYPES
 
 from .apitools import PROBLEM_MEDIA_TYPE, assert_problem, bearer
 from .factories import PASSWORD, Actor, Factory, record_body

@@ -276,12 +276,13 @@ def test_cursor_signed_with_another_key_is_refused(
     cursor = urllib.parse.quote(first_cursor(as_user))
     other = make_app(JWT_SECRET_KEY="another-test-only-key-" + "Vq8Lr2Np5Xw9Zc3Hm7Jt")
     with other.app_context():
+        from statsapi.auth.tokens import issue_pair, refresh_ttl
         from statsapi.models import User
         from statsapi.services import auth as auth_service
 
         session = get_database(other).new_session()
         user = session.get(User, as_user.user_id)
-        tokens = auth_service.start_session(session, user=user)
+        tokens = issue_pair(auth_service.start_session(session, user=user, refresh_ttl=refresh_ttl()))
         session.commit()
         session.close()
     response = other.test_client().get(

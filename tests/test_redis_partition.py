@@ -14,7 +14,7 @@ from flask import Flask
 from statsapi.auth.token_state import AuthState, TokenStateCache
 
 from .factories import Factory, record_body
-from .redis_tools import CuttableProxy, ThrowawayRedis, throwaway_redis
+from .redis_tools import CuttableProxy, ThrowawayRedis, cached_state, throwaway_redis, user_state
 
 
 @pytest.fixture
@@ -88,13 +88,13 @@ def test_newest_generation_wins_whatever_order_writes_arrive_in(
     app = make_app(REDIS_URL=server.url)
     cache: TokenStateCache = app.extensions["statsapi.token_cache"]
     family = "f-partition-0001"
-    cache.publish({7: "user|0|3"}, set())  # generation 3: deactivated
-    cache.publish({7: "user|1|2"}, set())  # a late publish of generation 2 arrives after it
+    cache.publish({7: user_state("user", 0, 3)}, set())  # generation 3: deactivated
+    cache.publish({7: user_state("user", 1, 2)}, set())  # a late publish of generation 2 arrives after it
     cache.fill(AuthState(user_id=7, role="admin", is_active=True, generation=1, family_live=True), family)
-    state = cache.get(7, family)
+    state = cached_state(cache, 7, family)
     assert state is not None
     assert (state.generation, state.is_active, state.role) == (3, False, "user")
-    cache.publish({7: "analyst|1|4"}, {family})  # a newer change still lands
-    state = cache.get(7, family)
+    cache.publish({7: user_state("analyst", 1, 4)}, {family})  # a newer change still lands
+    state = cached_state(cache, 7, family)
     assert state is not None
     assert (state.generation, state.role, state.family_live) == (4, "analyst", False)

@@ -14,6 +14,7 @@ from statsapi.auth.token_state import AuthState, TokenStateCache
 from statsapi.db import get_database
 
 from .factories import Actor, Factory
+from .redis_tools import cached_state, user_state
 
 
 @pytest.fixture
@@ -80,9 +81,9 @@ def test_a_stale_fill_cannot_overwrite_a_published_revocation(redis_app: Flask) 
     cache: TokenStateCache = redis_app.extensions["statsapi.token_cache"]
     family = "f-00000000-0000-0000-0000-000000000001"
     stale = AuthState(user_id=424242, role="user", is_active=True, generation=1, family_live=True)
-    cache.publish({424242: "user|1|2"}, {family})  # the revocation lands first...
+    cache.publish({424242: user_state("user", 1, 2)}, {family})  # the revocation lands first...
     cache.fill(stale, family)  # ...then a request that read the database earlier fills
-    state = cache.get(424242, family)
+    state = cached_state(cache, 424242, family)
     assert state is not None
     assert state.generation == 2
     assert state.family_live is False

@@ -2,8 +2,13 @@
 
 PostgreSQL is the truth. Each authenticated request needs one answer: is this user
 active, is the token's generation current, is its family unrevoked? Without Redis one
-query answers it. With Redis, one MGET usually does, and the database fills the cache
-on a miss.
+query answers it. With Redis, the request gate's single round trip usually does, and
+the database fills the cache on a miss.
+
+Redis is never an authority: every cached value carries an HMAC under a key derived
+from the signing key, which Redis never sees. A value whose MAC does not verify (forged,
+garbled, truncated, from another deployment) is a miss: the database answers and the
+entry is repaired (compare-and-set on exactly the bad value that was read).
 
 Keeping the cache honest:
 * every change that matters bumps the user's generation, and a user's entry is only ever
@@ -21,23 +26,22 @@ Keeping the cache honest:
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
+import hmac
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import and_, select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session
 
-from .. import db
 from ..models import TokenFamily, User
 from ..state.redis import RedisConnection, RedisUnavailable, Replayer
 
 TTL = 30
-REVOKED = b"revoked"
-LIVE = b"live"
+REVOKED = "revoked"
+LIVE = "live"
 
 
 @dataclass(frozen=True)
@@ -53,17 +57,49 @@ class AuthState:
         return self.is_active and self.family_live and claims.get("gen") == self.generation
 
 
-def _user_value(role: str, is_active: bool, generation: int) -> str:
-    return f"{role}|{int(is_active)}|{generation}"
+class StateCodec:
+    """Cache values that say who signed them: ``<fields>|<mac>``, the MAC binding the
+    fields to their key (a value copied to another user's key does not verify)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _mac(self, text: str) -> str:
+        return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def user_value(self, user_id: int, role: str, is_active: bool, generation: int) -> str:
+        fields = f"{role}|{int(is_active)}|{generation}"
+        return f"{fields}|{self._mac(f'user:{user_id}|{fields}')}"
+
+    def family_value(self, family_id: str, live: bool) -> str:
+        state = LIVE if live else REVOKED
+        return f"{state}|{self._mac(f'family:{family_id}|{state}')}"
+
+    def decode(self, user_id: int, family_id: str, user_raw: Any, family_raw: Any) -> AuthState | None:
+        """The cached state, or None for a miss (absent, malformed or not ours)."""
+        try:
+            user_text, family_text = user_raw.decode(), family_raw.decode()
+            fields, _, mac = user_text.rpartition("|")
+            state, _, family_mac = family_text.rpartition("|")
+        except (AttributeError, UnicodeDecodeError):
+            return None
+        if not (
+            hmac.compare_digest(mac, self._mac(f"user:{user_id}|{fields}"))
+            and hmac.compare_digest(family_mac, self._mac(f"family:{family_id}|{state}"))
+        ):
+            return None
+        role, active, generation = fields.split("|")
+        return AuthState(user_id, role, active == "1", int(generation), state == LIVE)
 
 
 # Write a user's state unless Redis already holds a newer generation: every change that
 # matters bumps the generation, so "newest generation wins" whatever order writes (fills
-# from old reads, publishes from concurrent commits) arrive in.
+# from old reads, publishes from concurrent commits) arrive in. The generation is the
+# third field of ``role|active|generation|mac``.
 _SET_USER_IF_NEWER = """
 local current = redis.call('GET', KEYS[1])
 if current then
-    local generation = tonumber(string.match(current, '|(%d+)$'))
+    local generation = tonumber(string.match(current, '^[^|]*|[^|]*|(%d+)|'))
     if generation and generation > tonumber(ARGV[2]) then
         return 0
     end
@@ -72,73 +108,103 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 return 1
 """
 
+# Repair: replace exactly the bad value that was read (forged, garbled), nothing newer.
+_REPLACE_IF_SAME = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] or (ARGV[1] == '' and not current) then
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+    return 1
+end
+return 0
+"""
+
 
 class TokenStateCache:
-    def __init__(self, connection: RedisConnection) -> None:
+    """Token state in Redis: read by the request gate's round trip, written here."""
+
+    def __init__(self, connection: RedisConnection, codec: StateCodec) -> None:
         self.redis = connection
+        self.codec = codec
         self._set_user = connection.client.register_script(_SET_USER_IF_NEWER.encode())
-        self._pending_users: dict[int, str] = {}
+        self._replace = connection.client.register_script(_REPLACE_IF_SAME.encode())
+        self._pending_users: dict[int, tuple[int, str]] = {}  # user id -> (generation, value)
         self._pending_families: set[str] = set()
         self._lock = threading.Lock()
         self._replayer = Replayer(self._replay, lambda: bool(self._pending_users or self._pending_families))
         connection.on_recover(self._replay)
 
-    def _user_key(self, user_id: int) -> str:
+    def user_key(self, user_id: int) -> str:
         return self.redis.key("auth", "user", user_id)
 
-    def _family_key(self, family_id: str) -> str:
+    def family_key(self, family_id: str) -> str:
         return self.redis.key("auth", "family", family_id)
 
-    def get(self, user_id: int, family_id: str) -> AuthState | None:
+    @property
+    def trusted(self) -> bool:
+        """False while a change of ours has not reached Redis: read the database meanwhile."""
         if self._pending_users or self._pending_families:
-            self._replay()  # a change this process could not publish yet: don't trust the cache
-        values: list[bytes | None] = self.redis.call(
-            lambda client: client.mget(self._user_key(user_id), self._family_key(family_id))
-        )
-        user_raw, family_raw = values
-        if user_raw is None or family_raw is None:
-            return None
-        role, active, generation = user_raw.decode().split("|")
-        return AuthState(user_id, role, active == "1", int(generation), family_raw == LIVE)
+            try:
+                self._replay()
+            except RedisUnavailable:
+                return False
+        return True
 
-    def _queue_user(self, pipe: Any, user_id: int, value: str) -> None:
-        generation = value.rsplit("|", 1)[1]
-        self._set_user(keys=[self._user_key(user_id)], args=[value, generation, TTL], client=pipe)
+    def fill(self, state: AuthState, family_id: str, *, seen: tuple[Any, Any] = (None, None)) -> None:
+        """Cache what the database said; never over a newer state or a revocation.
 
-    def fill(self, state: AuthState, family_id: str) -> None:
-        """Cache what the database said; never over a newer state or a revocation."""
+        ``seen`` are the raw values the gate read: a value that was there but did not
+        verify is replaced (compare-and-set on that exact value), so a bad entry heals.
+        """
+        user_value = self.codec.user_value(state.user_id, state.role, state.is_active, state.generation)
+        family_value = self.codec.family_value(family_id, state.family_live)
+        user_seen, family_seen = seen
 
         def run(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
-            self._queue_user(pipe, state.user_id, _user_value(state.role, state.is_active, state.generation))
-            pipe.set(self._family_key(family_id), LIVE if state.family_live else REVOKED, ex=TTL, nx=True)
+            if user_seen is None:
+                self._queue_user(pipe, state.user_id, state.generation, user_value)
+            else:
+                self._replace(
+                    keys=[self.user_key(state.user_id)], args=[user_seen, user_value, TTL], client=pipe
+                )
+            if family_seen is None:
+                pipe.set(self.family_key(family_id), family_value, ex=TTL, nx=True)
+            else:
+                self._replace(
+                    keys=[self.family_key(family_id)], args=[family_seen, family_value, TTL], client=pipe
+                )
             pipe.execute()
 
         self.redis.call(run)
 
-    def publish(self, users: Mapping[int, str], families: set[str]) -> None:
+    def _queue_user(self, pipe: Any, user_id: int, generation: int, value: str) -> None:
+        self._set_user(keys=[self.user_key(user_id)], args=[value, generation, TTL], client=pipe)
+
+    def publish(self, users: Mapping[int, User], families: set[str]) -> None:
         """Write changed states; on failure keep them and retry in the background."""
+        values = {
+            uid: (u.token_generation, self.codec.user_value(uid, u.role, u.is_active, u.token_generation))
+            for uid, u in users.items()
+        }
         try:
-            self._publish(users, families)
+            self._publish(values, families)
         except RedisUnavailable:
             with self._lock:
-                for user_id, value in users.items():
-                    self._pending_users[user_id] = max(
-                        value, self._pending_users.get(user_id, value), key=lambda v: int(v.rsplit("|", 1)[1])
-                    )
+                for user_id, entry in values.items():
+                    self._pending_users[user_id] = max(entry, self._pending_users.get(user_id, entry))
                 self._pending_families |= families
             self._replayer.retry_in_background()
 
-    def _publish(self, users: Mapping[int, str], families: set[str]) -> None:
+    def _publish(self, users: Mapping[int, tuple[int, str]], families: set[str]) -> None:
         if not users and not families:
             return
 
         def run(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
-            for user_id, value in users.items():
-                self._queue_user(pipe, user_id, value)
-            for family_id in families:
-                pipe.set(self._family_key(family_id), REVOKED, ex=TTL)  # revoked is final
+            for user_id, (generation, value) in users.items():
+                self._queue_user(pipe, user_id, generation, value)
+            for family_id in families:  # revoked is final
+                pipe.set(self.family_key(family_id), self.codec.family_value(family_id, False), ex=TTL)
             pipe.execute()
 
         self.redis.call(run)
@@ -156,59 +222,13 @@ class TokenStateCache:
             raise
 
 
-# -- recording changes in the unit of work ---------------------------------------------
-def note_user_changed(user: User) -> None:
-    """Call after changing a user's role, active flag or generation (before commit)."""
-    session = object_session(user)
-    assert session is not None
-    changed = session.info.setdefault("auth_users", {})
-    changed[user.id] = user
-
-
-def note_family_revoked(session: Session, family_id: str) -> None:
-    session.info.setdefault("auth_families", set()).add(family_id)
-
-
-def changes(session: Session, *, pop: bool) -> tuple[dict[int, str], set[str]]:
-    """The token-state changes of this unit of work, as cache values (``pop`` to clear)."""
-    take = session.info.pop if pop else session.info.get
-    users: dict[int, User] = take("auth_users", {})
-    families: set[str] = take("auth_families", set())
-    return {uid: _user_value(u.role, u.is_active, u.token_generation) for uid, u in users.items()}, families
-
-
-# -- the per-request check ---------------------------------------------------------------
-def _cache() -> TokenStateCache | None:
-    return current_app.extensions.get("statsapi.token_cache")
-
-
-def load_auth_state(user_id: int, family_id: str) -> AuthState | None:
-    cache = _cache()
-    if cache is not None:
-        try:
-            cached = cache.get(user_id, family_id)
-        except RedisUnavailable:
-            cache = None  # degraded: the database answers, and we don't fill
-        else:
-            if cached is not None:
-                return cached
-    state = _load_from_database(user_id, family_id)
-    if cache is not None and state is not None:
-        with contextlib.suppress(RedisUnavailable):
-            cache.fill(state, family_id)  # a failed fill only costs the next request a query
-    return state
-
-
-def _load_from_database(user_id: int, family_id: str) -> AuthState | None:
-    row = (
-        db.session()
-        .execute(
-            select(User, TokenFamily.revoked_at, TokenFamily.id)
-            .outerjoin(TokenFamily, and_(TokenFamily.id == family_id, TokenFamily.user_id == User.id))
-            .where(User.id == user_id)
-        )
-        .first()
-    )
+def load_from_database(session: Session, user_id: int, family_id: str) -> AuthState | None:
+    """The truth: one query for the user and the token's family."""
+    row = session.execute(
+        select(User, TokenFamily.revoked_at, TokenFamily.id)
+        .outerjoin(TokenFamily, and_(TokenFamily.id == family_id, TokenFamily.user_id == User.id))
+        .where(User.id == user_id)
+    ).first()
     if row is None:
         return None
     user, revoked_at, found_family = row

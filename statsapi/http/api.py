@@ -2,35 +2,39 @@
 
 * ``Api``: problem+json for every documented error, the bearer security scheme, the
   rate-limit headers as reusable components; docs are served by ``resources.docs``.
-* ``Blueprint``:
-  - ``auth_required(*roles)`` authenticates, authorises and documents 401/403 and the
-    security requirement in one decorator;
-  - ``response`` commits the request's unit of work after the body is built, so a view
-    never forgets to and an error never half-writes;
-  - every operation documents its 429 and the rate-limit headers, unless exempt;
-  - query strings and bodies reject unknown fields (422), bodies must be JSON (415).
+* ``Blueprint``: decorators that are both the OpenAPI contract and the behaviour —
+  ``auth_required(*roles)``, ``limit``, ``rate_limit_exempt`` and ``answers_from_cache``
+  tell the request gate what to do (``http.gate``); ``commits`` commits the view's unit
+  of work (``http.transaction``); every operation documents its 429 and the rate-limit
+  headers unless exempt; query strings and bodies reject unknown fields (422), bodies
+  must be JSON (415).
 """
 
 from __future__ import annotations
 
-import functools
 import http
-from collections.abc import Callable
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from copy import deepcopy
 from typing import Any, NoReturn
 
 import flask_smorest
 import marshmallow as ma
 from apispec import BasePlugin
-from flask import Response, current_app, g, request
+from flask import Response, request
 from webargs.core import missing
 from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import IntegerConverter, UnicodeConverter
 
-from .. import db
 from ..models import Role
+from ..problems import PROBLEM_MEDIA_TYPE, Problem
+from ..state.stats_cache import CachedStats, CacheKey
 from . import jsonio
-from .errors import PROBLEM_MEDIA_TYPE, Problem
+from .apidoc import document_errors
+from .gate import CacheUse, RouteQuota, exempt
+from .transaction import commits
 
 F = Callable[..., Any]
 
@@ -228,7 +232,39 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
 
 
 class StrictParser(FlaskParser):
-    """webargs parser: unknown query parameters are errors; bodies must be JSON."""
+    """webargs parser: unknown query parameters are errors; bodies must be JSON.
+
+    Query strings are parsed once per schema and exact query string, then remembered (a
+    bounded LRU): the same filters arrive again and again and parsing them is pure. The
+    request gate and the view share the result (views treat parsed arguments as read-only).
+    """
+
+    def __init__(self, *args: Any, memo_size: int = 2048, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._memo: OrderedDict[tuple[int, bytes], Any] = OrderedDict()
+        self._memo_size = memo_size
+        self._memo_lock = threading.Lock()
+
+    def parse(self, argmap: Any, req: Any = None, *, location: str | None = None, **kwargs: Any) -> Any:
+        if location != "query" or kwargs:
+            return super().parse(argmap, req, location=location, **kwargs)
+        key = (id(argmap), (req or request).query_string)
+        with self._memo_lock:
+            parsed = self._memo.get(key)
+        if parsed is None:
+            parsed = super().parse(argmap, req, location=location)
+            with self._memo_lock:
+                self._memo[key] = parsed
+                while len(self._memo) > self._memo_size:
+                    self._memo.popitem(last=False)
+        return parsed
+
+    def parse_query(self, schema: Any) -> Any:
+        """The request's query arguments for ``schema``, or None if they do not validate."""
+        try:
+            return self.parse(schema, location="query")
+        except HTTPException:
+            return None
 
     DEFAULT_UNKNOWN_BY_LOCATION = {
         **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
@@ -259,127 +295,102 @@ class StrictParser(FlaskParser):
         raise Problem(400, f"The request body is not acceptable JSON: {reason}.", errors={"_body": [reason]})
 
 
-def _view_method(endpoint: str | None) -> Any:
-    view = current_app.view_functions.get(endpoint or "")
-    view_class = getattr(view, "view_class", None)
-    return getattr(view_class, request.method.lower(), None) if view_class else view
-
-
-def _strict_request() -> None:
-    """What every API operation refuses, whatever its arguments:
-
-    * query parameters it does not take (422) and repeated parameters (422: which of two
-      currencies did the client mean?);
-    * a body on an operation that takes none (422), except an empty one or ``{}``.
-    """
-    accepts: set[str] = getattr(_view_method(request.endpoint), "_statsapi_accepts", set())
-    errors: dict[str, list[str]] = {}
-    for name in request.args:
-        values = request.args.getlist(name)
-        if "query" not in accepts:
-            errors[name] = ["Unknown query parameter: this operation takes none."]
-        elif len(values) > 1:
-            errors[name] = ["Given more than once; send each parameter once."]
-    if "json" not in accepts and request.method in ("POST", "PUT", "PATCH", "DELETE"):
-        body = request.get_data(cache=True).strip()
-        if body not in (b"", b"{}"):
-            errors["_body"] = ["This operation takes no request body."]
-    if errors:
-        raise Problem(422, "The request failed validation.", slug="validation-error", errors=errors)
-
-
 class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's blueprint; every decorator here is both contract and behaviour:
+    it documents the operation and tells the request gate (``http.gate``) what to do."""
+
     ARGUMENTS_PARSER = StrictParser()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._prepare_doc_cbks.append(self._prepare_rate_limit_doc)
-        self.before_request(_strict_request)
 
     def arguments(self, schema: Any, *, location: str = "json", **kwargs: Any) -> Callable[[F], F]:
-        """webargs parsing, and a note of what the view accepts (see ``_strict_request``)."""
-        parse = super().arguments(schema, location=location, **kwargs)
+        """webargs parsing, and a note of what the view accepts (the gate refuses the rest)."""
+        # One schema instance for the app's life (webargs would build one per request).
+        instance = schema() if isinstance(schema, type) else schema
+        parse = super().arguments(instance, location=location, **kwargs)
 
         def decorator(func: F) -> F:
             wrapped = parse(func)
-            accepts: set[str] = set(getattr(wrapped, "_statsapi_accepts", ()))
-            wrapped._statsapi_accepts = accepts | {location}
+            wrapped._statsapi_accepts = {*getattr(wrapped, "_statsapi_accepts", ()), location}
+            if location == "query":
+                wrapped._statsapi_query_schema = instance
             return wrapped
 
         return decorator
 
-    # -- unit of work ---------------------------------------------------------------
     def response(self, status_code: int, schema: Any = None, **kwargs: Any) -> Callable[[F], F]:
+        """flask-smorest's response, with a stable operationId: "RecordById.patch" →
+        "patchRecordById"."""
         document_and_serialise = super().response(status_code, schema, **kwargs)
 
         def decorator(func: F) -> F:
-            inner = document_and_serialise(func)
-
-            @functools.wraps(inner)
-            def wrapper(*args: Any, **kw: Any) -> Response:
-                response = inner(*args, **kw)
-                for hook in g.pop("before_commit", ()):
-                    hook(response)
-                db.commit()
-                return response
-
-            # "RecordById.patch" → operationId "patchRecordById": stable, readable, unique.
+            wrapper = document_and_serialise(func)
             view, _, method = func.__qualname__.rpartition(".")
-            manual = wrapper._apidoc.setdefault("manual_doc", {})  # type: ignore[attr-defined]
-            manual.setdefault("operationId", f"{method}{view}")
+            wrapper._apidoc.setdefault("manual_doc", {}).setdefault("operationId", f"{method}{view}")
             return wrapper
 
         return decorator
 
-    # -- authentication and authorisation -------------------------------------------
+    commits = staticmethod(commits)
+
+    # -- what the gate does before the view -----------------------------------------
     def auth_required(self, *roles: Role, refresh: bool = False) -> Callable[[F], F]:
-        """Require a valid token (and one of ``roles``); document 401, 403 and security.
-
-        With no roles, any authenticated user passes. ``refresh=True`` requires a refresh
-        token instead of an access token (only ``POST /api/auth/refresh``).
-        """
-        from ..auth.tokens import authenticate
-
+        """Require a valid, unrevoked token (and one of ``roles``); document 401, 403 and
+        the security requirement. ``refresh=True``: a refresh token instead of an access
+        token (only ``POST /api/auth/refresh``)."""
         allowed = frozenset(roles)
 
         def decorator(func: F) -> F:
-            @functools.wraps(func)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                authenticate(roles=allowed, refresh=refresh)
-                return func(*args, **kwargs)
-
-            wrapper._apidoc = deepcopy(getattr(func, "_apidoc", {}))  # type: ignore[attr-defined]
-            manual = wrapper._apidoc.setdefault("manual_doc", {})  # type: ignore[attr-defined]
+            func._statsapi_auth = {  # type: ignore[attr-defined]
+                "auth": True,
+                "roles": allowed,
+                "token_kind": "refresh" if refresh else "access",
+            }
+            func._apidoc = deepcopy(getattr(func, "_apidoc", {}))  # type: ignore[attr-defined]
+            manual = func._apidoc.setdefault("manual_doc", {})  # type: ignore[attr-defined]
             manual["security"] = [{BEARER_SCHEME: []}]
             if allowed:
                 names = ", ".join(sorted(r.value for r in allowed))
-                manual.setdefault("description", "")
-                manual["description"] = f"{manual['description']}\n\nRoles: {names}.".strip()
-            responses = wrapper._apidoc.setdefault("response", {}).setdefault("responses", {})  # type: ignore[attr-defined]
-            responses.setdefault(401, []).append("UNAUTHORIZED")
-            if allowed:
-                responses.setdefault(403, []).append("FORBIDDEN")
-            return wrapper
+                manual["description"] = f"{manual.get('description', '')}\n\nRoles: {names}.".strip()
+            return self.errors(401, *((403,) if allowed else ()))(func)
+
+        return decorator
+
+    @staticmethod
+    def limit(tier: str, *, per: Callable[[str], str]) -> Callable[[F], F]:
+        """Add the ``tier`` quotas (settings) to the caller's own, counted per ``per(subject)``
+        where subject is the caller ("ip:..." or "user:...")."""
+
+        def decorator(func: F) -> F:
+            func._statsapi_quotas = [*getattr(func, "_statsapi_quotas", ()), RouteQuota(tier, per)]  # type: ignore[attr-defined]
+            return func
+
+        return decorator
+
+    @staticmethod
+    def answers_from_cache(
+        key: Callable[[Mapping[str, Any], int, Role], CacheKey], respond: Callable[[CachedStats], Response]
+    ) -> Callable[[F], F]:
+        """A cached read: the gate looks the answer up in its one round trip and, when it
+        is there, answers with ``respond`` without running the view."""
+
+        def decorator(func: F) -> F:
+            func._statsapi_cache = CacheUse(key, respond)  # type: ignore[attr-defined]
+            return func
 
         return decorator
 
     @staticmethod
     def errors(*statuses: int) -> Callable[[F], F]:
         """Document error responses a view can return (problem+json)."""
-
-        def decorator(func: F) -> F:
-            func._apidoc = deepcopy(getattr(func, "_apidoc", {}))  # type: ignore[attr-defined]
-            responses = func._apidoc.setdefault("response", {}).setdefault("responses", {})  # type: ignore[attr-defined]
-            for status in statuses:
-                name = http.HTTPStatus(status).name
-                if name not in responses.get(status, []):
-                    responses.setdefault(status, []).append(name)
-            return func
-
-        return decorator
+        return lambda func: document_errors(func, *statuses)
 
     @staticmethod
     def rate_limit_exempt(func: F) -> F:
+        """Never limited (probes must answer whatever the load); no 429 documented."""
+        exempt(func)
         func._apidoc = deepcopy(getattr(func, "_apidoc", {}))  # type: ignore[attr-defined]
         func._apidoc["rate_limit_exempt"] = True  # type: ignore[attr-defined]
         return func

@@ -8,7 +8,8 @@ from typing import Any
 
 from flask import request
 
-from .errors import Problem
+from ..problems import Problem
+from .apidoc import document_header
 
 F = Callable[..., Any]
 
@@ -69,15 +70,6 @@ def not_modified(current: str) -> bool:
     return bool(_conditional_header("If-None-Match")) and (
         if_none_match.star_tag or if_none_match.contains_weak(_unquote(current))
     )
-
-
-def document_header(func: F, param: dict[str, Any], statuses: tuple[int, ...]) -> F:
-    """Document a request header ``param`` and the error statuses it can cause."""
-    from .api import Blueprint
-
-    func = Blueprint.errors(*statuses)(func)
-    func._apidoc.setdefault("arguments", {}).setdefault("parameters", []).append(param)  # type: ignore[attr-defined]
-    return func
 
 
 def documents_if_match(*, required: bool) -> Callable[[F], F]:

@@ -1,140 +1,59 @@
-"""RFC 9457 problem details for every error, whatever raised it.
+"""Every error source, answered as RFC 9457 problem+json through one renderer.
 
-Sources handled here: ``abort()`` and werkzeug's HTTP errors (404, 405 + ``Allow``, 413,
-415, ...), webargs validation (422 with field errors), the rate limiter (429), the
-database (503 when unreachable, 409 on a constraint) and anything unhandled (500, with
-no internals). flask-jwt-extended's errors are turned into problems by its loaders in
-``security.py`` through :func:`problem_response`.
+A ``Problem`` (``statsapi.problems``) is rendered as it is. Everything else is first
+mapped to a problem here, in one place each: werkzeug's HTTP errors (404, 405 + ``Allow``,
+413, 415, ...), webargs validation (422 with field errors), the database (503 when it is
+unreachable or too slow, 409 on a constraint) and anything unhandled (500, no internals).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
-from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, Response, current_app, g, json, request
+from flask import Flask, Response, g, request
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException
+
+from ..metrics import AUTH_FAILURES
+from ..problems import PROBLEM_MEDIA_TYPE, VALIDATION_FAILED, Problem, Unavailable, problem_type
+from .transaction import database
 
 log = logging.getLogger(__name__)
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 DB_RETRY_AFTER_SECONDS = 5
+_QUERY_CANCELED = "57014"  # SQLSTATE of a statement cancelled by statement_timeout
 
-# Problem types specific to statsapi; anything else is "about:blank" (RFC 9457 §4.2.1).
-# The URIs are relative references, resolved against the API's own base URL, and are
-# served by GET /problems/<slug> with the description below.
-PROBLEM_TYPES: dict[str, tuple[str, str]] = {
-    "validation-error": (
-        "Validation error",
-        "The request's parameters or body failed validation; see `errors`.",
-    ),
-    "invalid-credentials": (
-        "Invalid credentials",
-        "The username or password is incorrect, or the account is deactivated (the same answer for each).",
-    ),
-    "invalid-token": (
-        "Invalid token",
-        "The bearer token is missing, malformed, expired, revoked or of the wrong type.",
-    ),
-    "forbidden": ("Forbidden", "The token is valid but its role does not allow this operation."),
-    "rate-limited": ("Too many requests", "A rate limit was exceeded; retry after `Retry-After` seconds."),
-    "precondition-required": (
-        "Precondition required",
-        "This update needs an `If-Match` header with the resource's current ETag.",
-    ),
-    "precondition-failed": (
-        "Precondition failed",
-        "The `If-Match` ETag is stale: the resource changed since it was read.",
-    ),
-    "idempotency-conflict": (
-        "Idempotency key in use",
-        "A request with this `Idempotency-Key` is still being processed.",
-    ),
-    "idempotency-mismatch": (
-        "Idempotency key reused",
-        "This `Idempotency-Key` was already used with a different request body.",
-    ),
-    "conflict": ("Conflict", "The request conflicts with the current state of a resource."),
-    "service-unavailable": (
-        "Service unavailable",
-        "A backing service is unreachable; retry after `Retry-After` seconds.",
-    ),
-    "invalid-cursor": (
-        "Invalid cursor",
-        "The pagination cursor is malformed, tampered with, or belongs to other filters.",
-    ),
+_DETAILS = {
+    400: "The request could not be understood (for example, malformed JSON).",
+    404: "No resource exists at this URL.",
+    413: "The request body is too large.",
+    415: "The request body must be JSON (Content-Type: application/json).",
 }
 
 
-def problem_type(slug: str) -> str:
-    return f"/problems/{slug}"
-
-
-class Problem(HTTPException):
-    """An HTTP error carrying RFC 9457 fields; raise it anywhere in a request."""
-
-    def __init__(
-        self,
-        status: int,
-        detail: str,
-        *,
-        slug: str | None = None,
-        title: str | None = None,
-        errors: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-        **extensions: Any,
-    ) -> None:
-        super().__init__(description=detail)
-        self.code = status
-        self.slug = slug
-        self.title = title or default_title(status, slug)
-        self.errors = errors
-        self.extra_headers = dict(headers or {})
-        self.extensions = extensions
-
-
-def default_title(status: int, slug: str | None) -> str:
-    """The problem type's title, or the status phrase for ``about:blank``."""
-    return PROBLEM_TYPES[slug][0] if slug in PROBLEM_TYPES else _phrase(status)
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
-def problem_response(
-    status: int,
-    detail: str,
-    *,
-    slug: str | None = None,
-    title: str | None = None,
-    errors: Mapping[str, Any] | None = None,
-    headers: Mapping[str, str] | None = None,
-    **extensions: Any,
-) -> Response:
+def render(problem: Problem) -> Response:
+    """The problem+json response for ``problem``: the only place one is built."""
+    if problem.auth_failure:
+        AUTH_FAILURES.labels(reason=problem.auth_failure).inc()
     body: dict[str, Any] = {
-        "type": problem_type(slug) if slug else "about:blank",
-        "title": title or default_title(status, slug),
-        "status": status,
-        "detail": detail,
+        "type": problem_type(problem.slug),
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
         "instance": request.path,
     }
-    if errors:
-        body["errors"] = errors
-    body.update(extensions)
+    if problem.errors:
+        body["errors"] = problem.errors
+    body.update(problem.extensions)
     request_id = g.get("request_id")
     if request_id:
         body["request_id"] = request_id
-    response = current_app.response_class(json.dumps(body), status=status, mimetype=PROBLEM_MEDIA_TYPE)
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
+    response = Response(json.dumps(body), status=problem.status, mimetype=PROBLEM_MEDIA_TYPE)
+    response.headers.update(problem.headers)
     return response
 
 
@@ -157,75 +76,34 @@ def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
 
 def _webargs_errors(data: Mapping[str, Any]) -> dict[str, list[str]]:
     messages = data.get("messages") or data.get("errors") or {}
-    if isinstance(messages, Mapping):
-        # Drop webargs' location level ("json", "query", "headers"): field names are unique.
-        merged: dict[str, list[str]] = {}
-        for location, fields in messages.items():
-            if location in {"json", "query", "querystring", "headers", "view_args", "form"}:
-                merged.update(flatten_errors(fields))
-            else:
-                merged.update(flatten_errors({location: fields}))
-        return merged
-    return flatten_errors(messages)
+    if not isinstance(messages, Mapping):
+        return flatten_errors(messages)
+    # Drop webargs' location level ("json", "query", "headers"): field names are unique.
+    merged: dict[str, list[str]] = {}
+    for location, fields in messages.items():
+        if location in {"json", "query", "querystring", "headers", "view_args", "form"}:
+            merged.update(flatten_errors(fields))
+        else:
+            merged.update(flatten_errors({location: fields}))
+    return merged
 
 
-def handle_http_exception(error: HTTPException) -> Response:
+def from_http_exception(error: HTTPException) -> Problem:
+    """werkzeug's errors (routing, size limits, webargs' 422) as problems."""
     status = error.code or 500
     headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
-    if isinstance(error, Problem):
-        headers.update(error.extra_headers)
-        return problem_response(
-            status,
-            error.description or _phrase(status),
-            slug=error.slug,
-            title=error.title,
-            errors=error.errors,
-            headers=headers,
-            **error.extensions,
-        )
     data = getattr(error, "data", None) or {}
+    headers.update(data.get("headers") or {})
     if status == 422:
-        return problem_response(
-            422,
-            "The request failed validation.",
-            slug="validation-error",
-            errors=_webargs_errors(data),
-            headers=headers,
-        )
-    if status == 429:
-        return problem_response(
-            429,
-            f"Rate limit exceeded: {error.description}.",
-            slug="rate-limited",
-            headers=headers,
-        )
-    if status >= 500:
-        detail = "An unexpected error occurred; it has been logged." if status == 500 else _phrase(status)
-    else:
-        detail = data.get("message") or _DETAILS.get(status) or error.description or _phrase(status)
+        errors = _webargs_errors(data)
+        return Problem(422, VALIDATION_FAILED, slug="validation-error", errors=errors, headers=headers)
     if status == 405:
         detail = f"{request.method} is not allowed here; allowed: {headers.get('Allow', 'none')}."
-    headers.update(data.get("headers") or {})
-    return problem_response(status, detail, headers=headers)
-
-
-_DETAILS = {
-    400: "The request could not be understood (for example, malformed JSON).",
-    404: "No resource exists at this URL.",
-    413: "The request body is too large.",
-    415: "The request body must be JSON (Content-Type: application/json).",
-}
-
-
-def handle_integrity_error(error: IntegrityError) -> Response:
-    log.warning("integrity error: %s", error.orig.__class__.__name__)
-    return problem_response(
-        409, "The request conflicts with existing data or a database constraint.", slug="conflict"
-    )
-
-
-# SQLSTATE classes that mean "the server is there but this query could not run now".
-_QUERY_CANCELED = "57014"  # statement_timeout
+    elif status >= 500:
+        detail = "An unexpected error occurred; it has been logged." if status == 500 else ""
+    else:
+        detail = data.get("message") or _DETAILS.get(status) or error.description or ""
+    return Problem(status, detail, headers=headers)
 
 
 def _is_connection_failure(error: DBAPIError | PoolTimeoutError) -> bool:
@@ -237,12 +115,10 @@ def _is_connection_failure(error: DBAPIError | PoolTimeoutError) -> bool:
     return isinstance(error, OperationalError) and getattr(orig, "pgcode", "") is None
 
 
-def handle_database_unavailable(error: DBAPIError | PoolTimeoutError) -> Response:
+def from_database_error(error: DBAPIError | PoolTimeoutError) -> Problem:
     """503 + Retry-After, never a 500: nothing was written (the transaction rolled back)."""
-    from ..db import get_database
-
     if _is_connection_failure(error):
-        get_database().health.failed(error)
+        database().health.failed(error)
         detail = "The database is unavailable; the request was not processed."
     elif getattr(getattr(error, "orig", None), "pgcode", None) == _QUERY_CANCELED:
         log.warning("query cancelled by statement_timeout")
@@ -250,53 +126,33 @@ def handle_database_unavailable(error: DBAPIError | PoolTimeoutError) -> Respons
     else:
         log.warning("database busy: %s", getattr(error, "orig", error).__class__.__name__)
         detail = "The database could not process the request right now; retry later."
-    return problem_response(
-        503, detail, slug="service-unavailable", headers={"Retry-After": str(DB_RETRY_AFTER_SECONDS)}
-    )
+    return Unavailable(detail, retry_after=DB_RETRY_AFTER_SECONDS)
 
 
-def handle_unexpected(error: Exception) -> Response:
+def to_problem(error: Exception) -> Problem:
+    """Any exception a request can end with, as the problem the client is told."""
+    if isinstance(error, Problem):
+        return error
     if isinstance(error, HTTPException):
-        return handle_http_exception(error)
-    log.exception("unhandled exception")
-    return handle_http_exception(InternalServerError())
+        return from_http_exception(error)
+    if isinstance(error, IntegrityError):
+        log.warning("integrity error: %s", error.orig.__class__.__name__)
+        return Problem(
+            409, "The request conflicts with existing data or a database constraint.", slug="conflict"
+        )
+    if isinstance(error, OperationalError | PoolTimeoutError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    ):
+        return from_database_error(error)
+    log.exception("unhandled exception", exc_info=error)
+    return Problem(500, "An unexpected error occurred; it has been logged.")
 
 
-def handle_operational_error(error: OperationalError) -> Response:
-    return handle_database_unavailable(error)
-
-
-def handle_dbapi_error(error: DBAPIError) -> Response:
-    if error.connection_invalidated:
-        return handle_database_unavailable(error)
-    return handle_unexpected(error)
-
-
-def handle_domain_error(error: Exception) -> Response:
-    from ..services.errors import AuthenticationFailed, DomainError, RefreshReuse
-
-    assert isinstance(error, DomainError)
-    headers: dict[str, str] = {}
-    if isinstance(error, AuthenticationFailed):
-        from ..metrics import AUTH_FAILURES
-
-        # RFC 9110 §15.5.2: every 401 carries a challenge.
-        if isinstance(error, RefreshReuse):
-            AUTH_FAILURES.labels(reason="refresh_reuse").inc()
-            headers["WWW-Authenticate"] = 'Bearer realm="statsapi", error="invalid_token"'
-        else:
-            AUTH_FAILURES.labels(reason="bad_credentials").inc()
-            headers["WWW-Authenticate"] = 'Bearer realm="statsapi"'
-    return problem_response(error.status, error.detail, slug=error.slug, errors=error.errors, headers=headers)
+def handle(error: Exception) -> Response:
+    return render(to_problem(error))
 
 
 def init_app(app: Flask) -> None:
-    from ..services.errors import DomainError
-
-    app.register_error_handler(DomainError, handle_domain_error)
-    app.register_error_handler(HTTPException, handle_http_exception)
-    app.register_error_handler(IntegrityError, handle_integrity_error)
-    app.register_error_handler(OperationalError, handle_operational_error)
-    app.register_error_handler(PoolTimeoutError, handle_database_unavailable)
-    app.register_error_handler(DBAPIError, handle_dbapi_error)
-    app.register_error_handler(Exception, handle_unexpected)
+    # One handler for everything: Flask picks it for any exception a request raises.
+    app.register_error_handler(Exception, handle)
+    app.register_error_handler(HTTPException, handle)

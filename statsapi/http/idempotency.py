@@ -24,19 +24,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Response, current_app, g, request
+from flask import Response, current_app, request
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import db
-from ..auth.tokens import current_principal
+from ..auth.guard import current_principal
 from ..clock import utcnow
 from ..db import rowcount
 from ..models import IdempotencyKey
+from ..problems import InvalidInput, Problem
 from . import jsonio
-from .conditional import document_header
-from .errors import Problem
+from .apidoc import document_header
+from .transaction import database
+from .transaction import session as request_session
 
 F = Callable[..., Any]
 
@@ -163,7 +164,7 @@ def _ours(user_id: int, key: str, lease: dt.datetime) -> Any:
 
 
 def release(*, user_id: int, key: str, lease: dt.datetime) -> None:
-    session = db.get_database().new_session()
+    session = database().new_session()
     try:
         session.execute(delete(IdempotencyKey).where(_ours(user_id, key, lease)))
         session.commit()
@@ -174,7 +175,7 @@ def release(*, user_id: int, key: str, lease: dt.datetime) -> None:
 
 
 def _store(*, user_id: int, key: str, lease: dt.datetime, response: Response) -> None:
-    stored = db.session().execute(
+    stored = request_session().execute(
         update(IdempotencyKey)
         .where(_ours(user_id, key, lease))
         .values(
@@ -200,8 +201,9 @@ def purge_expired(session: Session) -> int:
 
 
 def idempotent(endpoint: str) -> Callable[[F], F]:
-    """Make a POST view honour ``Idempotency-Key``. Place it below ``auth_required``
-    and ``arguments`` (so invalid requests never claim a key) and above ``response``."""
+    """Make a POST view honour ``Idempotency-Key``. Place it below ``auth_required``,
+    ``arguments`` (so invalid requests never claim a key) and ``commits`` (its stored
+    response commits with the view's work), and above ``response``."""
 
     def decorator(func: F) -> F:
         @functools.wraps(func)
@@ -210,14 +212,9 @@ def idempotent(endpoint: str) -> Callable[[F], F]:
             if key is None:
                 return func(*args, **kwargs)
             if not _KEY.match(key):
-                raise Problem(
-                    422,
-                    "The request failed validation.",
-                    slug="validation-error",
-                    errors={HEADER: ["1-255 visible ASCII characters."]},
-                )
+                raise InvalidInput(HEADER, "1-255 visible ASCII characters.")
             user_id = current_principal().id
-            session = db.get_database().new_session()
+            session = database().new_session()
             try:
                 outcome = claim(
                     session,
@@ -247,15 +244,14 @@ def idempotent(endpoint: str) -> Callable[[F], F]:
                     slug="idempotency-conflict",
                     headers={"Retry-After": "1"},
                 )
-            lease = outcome.lease
-            g.setdefault("before_commit", []).append(
-                lambda response: _store(user_id=user_id, key=key, lease=lease, response=response)
-            )
             try:
-                return func(*args, **kwargs)
+                response = func(*args, **kwargs)
+                # In the view's unit of work: the response lands with what it created, or neither.
+                _store(user_id=user_id, key=key, lease=outcome.lease, response=response)
             except BaseException:
-                release(user_id=user_id, key=key, lease=lease)
+                release(user_id=user_id, key=key, lease=outcome.lease)
                 raise
+            return response
 
         return document_header(
             wrapper,

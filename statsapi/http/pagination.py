@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .errors import Problem
+from ..problems import Problem
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500

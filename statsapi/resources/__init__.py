@@ -5,11 +5,10 @@ from __future__ import annotations
 from flask import Flask
 
 from ..http.api import Api
+from . import admin, auth, docs, ops, records, stats
 
 
 def register(app: Flask, api: Api) -> None:
-    from . import admin, auth, docs, ops, records, stats
-
     for blueprint in (auth.blp, admin.blp, records.blp, stats.blp, ops.blp):
         api.register_blueprint(blueprint)
     docs.init_app(app, api)

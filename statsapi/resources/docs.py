@@ -14,7 +14,8 @@ from flask import Blueprint, Flask, Response, current_app, render_template, send
 from swagger_ui_bundle import swagger_ui_path
 
 from ..http.api import Api
-from ..http.errors import Problem
+from ..http.gate import exempt
+from ..problems import Problem
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {
@@ -52,6 +53,7 @@ def redoc() -> str:
 
 
 @blp.get("/docs/assets/<path:filename>")
+@exempt
 def asset(filename: str) -> Response:
     directory = ASSETS.get(filename)
     if directory is None or not (directory / filename).is_file():

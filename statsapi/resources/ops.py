@@ -7,9 +7,9 @@ from flask import Response, current_app, jsonify
 from flask.views import MethodView
 from sqlalchemy import text
 
-from .. import db
 from ..http.api import Blueprint
-from ..http.errors import PROBLEM_TYPES, Problem, problem_response
+from ..http.transaction import database
+from ..problems import PROBLEM_TYPES, Problem, Unavailable
 from ..schemas.ops import HealthSchema, ProblemTypeSchema, ReadySchema
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class Ready(MethodView):
         checks: dict[str, dict[str, Any]] = {}
         ok = True
         try:
-            with db.get_database().engine.connect() as conn:
+            with database().engine.connect() as conn:
                 revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
             head = current_app.extensions["statsapi.migration_head"]
             migrated = head is not None and revision == head  # an unknown head is not ready
@@ -60,12 +60,8 @@ class Ready(MethodView):
             checks["redis"] = {"status": "ok" if up else "down"}
             degraded_reason = None if up else "redis unreachable: database fallback, per-process limits"
         if not ok:
-            return problem_response(
-                503,
-                "Not ready: the database is unreachable or not migrated to head.",
-                slug="service-unavailable",
-                headers={"Retry-After": "5"},
-                checks=checks,
+            raise Unavailable(
+                "Not ready: the database is unreachable or not migrated to head.", checks=checks
             )
         body: dict[str, Any] = {"status": "degraded" if degraded_reason else "ready", "checks": checks}
         if degraded_reason:

@@ -6,8 +6,8 @@ from typing import Any
 from flask import Response, url_for
 from flask.views import MethodView
 
-from .. import db
-from ..auth.tokens import current_principal, derive_key
+from ..auth.guard import current_principal
+from ..auth.tokens import derive_key
 from ..http.api import Blueprint
 from ..http.conditional import (
     ETAG_HEADER,
@@ -20,6 +20,7 @@ from ..http.conditional import (
 )
 from ..http.idempotency import REPLAYED_HEADER, idempotent
 from ..http.pagination import CursorCodec, page_body
+from ..http.transaction import session
 from ..models import Record, Role
 from ..schemas.records import (
     RecordBatchSchema,
@@ -68,18 +69,17 @@ class Records(MethodView):
         if cursor is not None:  # an empty cursor is not one we issued: 422
             occurred, ident = codec.decode(cursor, "records", key)
             after = (dt.datetime.fromisoformat(occurred), int(ident))
-        rows = record_service.search(
-            db.session(), owner_id=owner_id, filters=filters, limit=limit, after=after
-        )
+        rows = record_service.search(session(), owner_id=owner_id, filters=filters, limit=limit, after=after)
         return page_body(codec, "records", rows, limit=limit, filters=key, position=_position)
 
     @blp.auth_required(*WRITERS)
     @blp.arguments(RecordCreateSchema)
+    @blp.commits
     @idempotent("records.create")
     @blp.response(201, RecordSchema, headers={**LOCATION_HEADER, **ETAG_HEADER, **REPLAYED_HEADER})
     def post(self, data: dict[str, Any]) -> Any:
         """Create a record owned by you."""
-        record = record_service.create(db.session(), owner_id=current_principal().id, data=data)
+        record = record_service.create(session(), owner_id=current_principal().id, data=data)
         return (
             record,
             201,
@@ -91,12 +91,13 @@ class Records(MethodView):
 class RecordBatch(MethodView):
     @blp.auth_required(*WRITERS)
     @blp.arguments(RecordBatchSchema)
+    @blp.commits
     @idempotent("records.batch")
     @blp.response(201, RecordListSchema, headers=REPLAYED_HEADER)
     def post(self, data: dict[str, Any]) -> Any:
         """Create 1–1000 records at once: all of them, or none if any is invalid."""
         records = record_service.create_many(
-            db.session(), owner_id=current_principal().id, items=data["records"]
+            session(), owner_id=current_principal().id, items=data["records"]
         )
         return {"items": records}, 201
 
@@ -111,7 +112,7 @@ class RecordById(MethodView):
         """Return one record with its ETag (another user's record is a 404)."""
         principal = current_principal()
         record = record_service.get_visible(
-            db.session(), record_id=record_id, role=principal.role, user_id=principal.id
+            session(), record_id=record_id, role=principal.role, user_id=principal.id
         )
         if not_modified(etag_of(record)):
             return Response(status=304, headers=_headers(record))
@@ -120,30 +121,32 @@ class RecordById(MethodView):
     @blp.auth_required(*WRITERS)
     @blp.arguments(RecordUpdateSchema)
     @documents_if_match(required=True)
+    @blp.commits
     @blp.response(200, RecordSchema, headers=ETAG_HEADER)
     @blp.errors(404)
     def patch(self, changes: dict[str, Any], record_id: int) -> Any:
         """Change a record; send If-Match with its current ETag."""
         principal = current_principal()
-        session = db.session()
+        db = session()
         record = record_service.get_visible(
-            session, record_id=record_id, role=principal.role, user_id=principal.id
+            db, record_id=record_id, role=principal.role, user_id=principal.id
         )
         require_if_match(etag_of(record))
-        record = record_service.update(session, record=record, actor_id=principal.id, changes=changes)
+        record = record_service.update(db, record=record, actor_id=principal.id, changes=changes)
         return record, 200, _headers(record)
 
     @blp.auth_required(*WRITERS)
     @documents_if_match(required=False)
+    @blp.commits
     @blp.response(204)
     @blp.errors(404)
     def delete(self, record_id: int) -> Response:
         """Delete a record (its content stays in the audit log). If-Match is honoured if sent."""
         principal = current_principal()
-        session = db.session()
+        db = session()
         record = record_service.get_visible(
-            session, record_id=record_id, role=principal.role, user_id=principal.id
+            db, record_id=record_id, role=principal.role, user_id=principal.id
         )
         require_if_match(etag_of(record), required=False)
-        record_service.delete(session, record=record, actor_id=principal.id)
+        record_service.delete(db, record=record, actor_id=principal.id)
         return Response(status=204)

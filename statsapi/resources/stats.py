@@ -1,19 +1,21 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Response
+from flask import Response, current_app
 from flask.views import MethodView
 
-from .. import db
-from ..auth.tokens import current_principal
+from ..auth.guard import current_principal
 from ..http.api import Blueprint
 from ..http.conditional import ETAG_HEADER, documents_if_none_match, not_modified
+from ..http.transaction import session
+from ..metrics import STATS_COMPUTATIONS
 from ..models import Role
 from ..schemas.records import StatsQueryArgsSchema, StatsSchema
 from ..services import records as record_service
 from ..services import stats as stats_service
-from ..state.backends import stats_cache
+from ..state.stats_cache import CachedStats, CacheKey, StatsCache, cache_key
 
 blp = Blueprint("stats", __name__, url_prefix="/api/stats", description="Totals per currency, cached.")
 
@@ -26,10 +28,43 @@ STATS_HEADERS = {
 }
 
 
+def scope_owner(args: Mapping[str, Any], user_id: int, role: Role) -> int | None:
+    """Whose records the caller's stats cover (None: everyone's)."""
+    return record_service.scope_owner(role=role, user_id=user_id, requested_owner_id=args["filters"].owner_id)
+
+
+def filters_key(args: Mapping[str, Any]) -> dict[str, Any]:
+    material = {**args["filters"].normalised(), "owner_id": None, "group_by": args.get("group_by")}
+    return {k: v for k, v in material.items() if v is not None}
+
+
+def stats_key(args: Mapping[str, Any], user_id: int, role: Role) -> CacheKey:
+    """The cache entry a caller's stats request reads: its scope and normalised filters."""
+    return cache_key(scope_owner(args, user_id, role), filters_key(args))
+
+
+def answer(result: CachedStats) -> Response:
+    """The response for a cached or computed result: 200, or 304 for a current ETag."""
+    headers = {
+        "ETag": result.etag,
+        "X-Cache": "HIT" if result.hit else "MISS",
+        "Cache-Control": "private, no-cache",
+    }
+    if not_modified(result.etag):
+        return Response(status=304, headers=headers)
+    return Response(result.body, status=200, mimetype="application/json", headers=headers)
+
+
+def stats_cache() -> StatsCache:
+    cache: StatsCache = current_app.extensions["statsapi.stats_cache"]
+    return cache
+
+
 @blp.route("")
 class Stats(MethodView):
     @blp.auth_required(*Role)
     @blp.arguments(StatsQueryArgsSchema, location="query")
+    @blp.answers_from_cache(stats_key, answer)
     @documents_if_none_match
     @blp.response(200, StatsSchema, headers=STATS_HEADERS)
     def get(self, args: dict[str, Any]) -> Response:
@@ -39,23 +74,13 @@ class Stats(MethodView):
         Cached per scope and filters; a committed write shows in the next response.
         """
         principal = current_principal()
-        filters, group_by = args["filters"], args.get("group_by")
-        owner_id = record_service.scope_owner(
-            role=principal.role, user_id=principal.id, requested_owner_id=filters.owner_id
-        )
-        key = {**filters.normalised(), "owner_id": None, "group_by": group_by}
-        result = stats_cache().fetch(
-            owner_id=owner_id,
-            key_material={k: v for k, v in key.items() if v is not None},
-            compute=lambda: stats_service.compute(
-                db.session(), owner_id=owner_id, filters=filters, group_by=group_by
-            ),
-        )
-        headers = {
-            "ETag": result.etag,
-            "X-Cache": "HIT" if result.hit else "MISS",
-            "Cache-Control": "private, no-cache",
-        }
-        if not_modified(result.etag):
-            return Response(status=304, headers=headers)
-        return Response(result.body, status=200, mimetype="application/json", headers=headers)
+        owner_id = scope_owner(args, principal.id, principal.role)
+        key = cache_key(owner_id, filters_key(args))
+        return answer(stats_cache().fetch(key, lambda: compute(owner_id, args)))
+
+
+def compute(owner_id: int | None, args: Mapping[str, Any]) -> dict[str, Any]:
+    STATS_COMPUTATIONS.inc()
+    return stats_service.compute(
+        session(), owner_id=owner_id, filters=args["filters"], group_by=args.get("group_by")
+    )

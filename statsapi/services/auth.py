@@ -1,44 +1,53 @@
-"""Login, refresh rotation with reuse detection, logout and password change."""
+"""Login, refresh rotation with reuse detection, logout and password change.
+
+These decide *whether* tokens may be issued and record it; the caller issues them
+(``auth.tokens.issue_pair``) from the ``Grant`` returned.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from ..auth.token_state import note_family_revoked
-from ..auth.tokens import (
-    TokenPair,
-    hash_password,
-    issue_pair,
-    needs_rehash,
-    new_jti,
-    refresh_expiry,
-    verify_password,
-)
+from ..auth.passwords import hash_password, needs_rehash, verify_password
 from ..clock import utcnow
-from ..db import rowcount
-from ..metrics import AUTH_FAILURES
+from ..db import note_family_revoked, rowcount
 from ..models import TokenFamily, User
+from ..problems import AuthenticationFailed, InvalidInput, RefreshReuse, WrongPassword
 from . import audit
-from .errors import AuthenticationFailed, InvalidInput, RefreshReuse
 from .users import find_by_username, revoke_all_tokens
 
 
-def login(session: Session, *, username: str, password: str) -> TokenPair:
+@dataclass(frozen=True)
+class Grant:
+    """A login family's right to a new token pair: its user, family and refresh token id."""
+
+    user: User
+    family_id: str
+    refresh_jti: str
+
+
+def new_jti() -> str:
+    return str(uuid.uuid4())
+
+
+def login(session: Session, *, username: str, password: str, refresh_ttl: dt.timedelta) -> Grant:
     """Same answer and the same work for an unknown user, a wrong password or a
     deactivated account: one argon2 verification, then 401."""
     user = find_by_username(session, username=username)
     valid = verify_password(user.password_hash if user else None, password)
     if user is None or not valid or not user.is_active:
-        raise AuthenticationFailed("The username or password is incorrect.")
+        raise AuthenticationFailed
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    return start_session(session, user=user)
+    return start_session(session, user=user, refresh_ttl=refresh_ttl)
 
 
-def start_session(session: Session, *, user: User) -> TokenPair:
+def start_session(session: Session, *, user: User, refresh_ttl: dt.timedelta) -> Grant:
     """A new login family and its first token pair (after the caller authenticated).
 
     The user's expired families are deleted on the way: the table cleans itself as people
@@ -53,14 +62,16 @@ def start_session(session: Session, *, user: User) -> TokenPair:
         user_id=user.id,
         current_refresh_jti=refresh_jti,
         created_at=utcnow(),
-        expires_at=refresh_expiry(),
+        expires_at=utcnow() + refresh_ttl,
     )
     session.add(family)
     session.flush()
-    return issue_pair(user, family.id, refresh_jti)
+    return Grant(user, family.id, refresh_jti)
 
 
-def rotate(session: Session, *, user: User, family_id: str, presented_jti: str) -> TokenPair:
+def rotate(
+    session: Session, *, user: User, family_id: str, presented_jti: str, refresh_ttl: dt.timedelta
+) -> Grant:
     """Swap the family's current refresh token for a new one, atomically.
 
     Compare-and-set on ``current_refresh_jti``: of two concurrent refreshes with one token
@@ -77,14 +88,14 @@ def rotate(session: Session, *, user: User, family_id: str, presented_jti: str) 
                 TokenFamily.current_refresh_jti == presented_jti,
                 TokenFamily.revoked_at.is_(None),
             )
-            .values(current_refresh_jti=new, rotated_at=now, expires_at=refresh_expiry())
+            .values(current_refresh_jti=new, rotated_at=now, expires_at=now + refresh_ttl)
             .execution_options(synchronize_session=False)
         )
     )
     if swapped != 1:
         revoke_family(session, family_id=family_id, reason="reuse")
         raise RefreshReuse("This refresh token was already used; the session has been revoked.")
-    return issue_pair(user, family_id, new)
+    return Grant(user, family_id, new)
 
 
 def revoke_family(session: Session, *, family_id: str, reason: str) -> None:
@@ -99,8 +110,7 @@ def revoke_family(session: Session, *, family_id: str, reason: str) -> None:
 
 def change_password(session: Session, *, user: User, current_password: str, new_password: str) -> None:
     if not verify_password(user.password_hash, current_password):
-        AUTH_FAILURES.labels(reason="bad_password").inc()
-        raise InvalidInput("current_password", "The current password is incorrect.")
+        raise WrongPassword
     if new_password.lower() == user.username:
         raise InvalidInput("new_password", "The password must differ from the username.")
     before = user.snapshot()

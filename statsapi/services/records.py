@@ -18,8 +18,8 @@ from ..clock import utcnow
 from ..db import mark_owners_changed
 from ..models import Record, Role
 from ..money import ISO_4217, MoneyError, format_minor, parse_amount
+from ..problems import Forbidden, InvalidInput, NotFound, StaleVersion
 from . import audit
-from .errors import Forbidden, InvalidInput, NotFound, StaleVersion
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
 

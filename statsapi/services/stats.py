@@ -16,10 +16,9 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import String
 
 from ..clock import format_utc, utcnow
-from ..metrics import STATS_COMPUTATIONS
 from ..models import Record
 from ..money import format_average, format_minor
-from .errors import InvalidInput
+from ..problems import InvalidInput
 from .records import RecordFilters, apply_filters
 
 # A response stays bounded: day groups over decades (times currencies) would otherwise
@@ -100,7 +99,6 @@ def compute(
     With ``group_by``, one query aggregates per (group, currency) and the per-currency
     totals are combined from those exact partial aggregates (sums add, min of mins...).
     """
-    STATS_COMPUTATIONS.inc()
     key = _group_key(group_by).label("group_key") if group_by else None
     sums = _exact_sum(session.get_bind().dialect.name)
     columns: list[Any] = [

@@ -9,12 +9,12 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..auth.token_state import note_user_changed
-from ..auth.tokens import hash_password
+from ..auth.passwords import hash_password
 from ..clock import utcnow
+from ..db import note_user_changed
 from ..models import Role, User
+from ..problems import Conflict, NotFound
 from . import audit
-from .errors import Conflict, NotFound
 
 
 def get(session: Session, *, user_id: int) -> User:

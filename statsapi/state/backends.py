@@ -1,41 +1,67 @@
-"""Where shared state lives: the stats cache, token-state cache and (with ratelimit.py)
-the limit counters.
+"""Where shared state lives: limit counters, the stats cache and the token-state cache.
 
-Embedded default: in-process cache, no token-state cache (the database answers).
-With ``REDIS_URL``: Redis for all three, PostgreSQL remaining the truth, with a bypass
-to the database while Redis is unreachable (see ``redis_client.py``).
+Embedded default: counters and cache in this process, no token-state cache (the
+database answers). With ``REDIS_URL``: Redis for all three, PostgreSQL remaining the
+truth, with a bypass to the database while Redis is unreachable (see ``state.redis``).
+Changes a unit of work noted (``db.mark_owners_changed``, ``db.note_user_changed``,
+``db.note_family_revoked``) are published before its commit and again after it.
 """
 
 from __future__ import annotations
 
-from flask import Flask, current_app
+from dataclasses import dataclass
+
+from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from ..auth.token_state import TokenStateCache
-from ..auth.token_state import changes as token_changes
+from ..auth.token_state import StateCodec, TokenStateCache
+from ..auth.tokens import SigningKeys
 from ..config import Settings
-from ..db import Database, pop_changed_owners
+from ..db import Database, pop_changed_owners, token_changes
+from ..http.limits import LocalCounters
+from .admission import AdmissionStore, LocalAdmission, RedisAdmission
 from .redis import RedisConnection
-from .stats_cache import CacheBackend, MemoryBackend, RedisBackend, StatsCache
+from .stats_cache import EntryCodec, MemoryBackend, RedisBackend, StatsCache
 
 
-def init_backends(app: Flask, settings: Settings, database: Database) -> None:
-    backend: CacheBackend
+@dataclass(frozen=True)
+class SharedState:
+    cache: StatsCache
+    tokens: TokenStateCache | None
+    admission: AdmissionStore
+    counters: LocalCounters
+    codec: StateCodec
+
+
+def init_app(app: Flask, settings: Settings, database: Database, keys: SigningKeys) -> SharedState:
+    counters = LocalCounters()
+    codec = StateCodec(keys.derive("token-state"))
+    entry_codec = EntryCodec(keys.derive("stats-cache"))
     token_cache: TokenStateCache | None = None
     if settings.redis_url:
         connection = RedisConnection(
             settings.redis_url, prefix=settings.redis_key_prefix, timeout=settings.redis_socket_timeout
         )
         app.extensions["statsapi.redis"] = connection
-        backend = RedisBackend(connection)
-        token_cache = TokenStateCache(connection)
+        redis_backend = RedisBackend(connection)
+        token_cache = TokenStateCache(connection, codec)
         app.extensions["statsapi.token_cache"] = token_cache
+        cache = StatsCache(redis_backend, ttl=settings.stats_cache_ttl_seconds, codec=entry_codec)
+        admission: AdmissionStore = RedisAdmission(connection, counters, redis_backend, token_cache)
     else:
-        backend = MemoryBackend()
-    cache = StatsCache(backend, ttl=settings.stats_cache_ttl_seconds)
+        cache = StatsCache(MemoryBackend(), ttl=settings.stats_cache_ttl_seconds, codec=entry_codec)
+        admission = LocalAdmission(counters, cache)
+    shared = SharedState(cache, token_cache, admission, counters, codec)
+    app.extensions["statsapi.shared"] = shared
     app.extensions["statsapi.stats_cache"] = cache
+    _publish_around_commits(database, cache, token_cache)
+    return shared
 
+
+def _publish_around_commits(
+    database: Database, cache: StatsCache, token_cache: TokenStateCache | None
+) -> None:
     def publish(session: Session, *, committed: bool) -> None:
         """Stats versions and token state, before the commit (fail-closed: a crash right
         after the commit cannot leave them stale) and again after it (readers that filled
@@ -44,18 +70,10 @@ def init_backends(app: Flask, settings: Settings, database: Database) -> None:
         owners = pop_changed_owners(session) if committed else set(session.info.get("changed_owners", ()))
         if owners:
             cache.invalidate(owners)
-        if token_cache is not None:
-            users, families = token_changes(session, pop=committed)
-            if users or families:
-                token_cache.publish(users, families)
-        elif committed:
-            token_changes(session, pop=True)
+        users, families = token_changes(session, pop=committed)
+        if token_cache is not None and (users or families):
+            token_cache.publish(users, families)
 
     event.listen(database.session_factory, "before_commit", lambda session: publish(session, committed=False))
     database.on_after_commit(lambda session: publish(session, committed=True))
     event.listen(database.session_factory, "after_rollback", lambda session: token_changes(session, pop=True))
-
-
-def stats_cache() -> StatsCache:
-    cache: StatsCache = current_app.extensions["statsapi.stats_cache"]
-    return cache

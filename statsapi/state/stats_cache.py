@@ -10,7 +10,10 @@ never hide that write.
 
 On a miss exactly one caller per key computes (the *leader*); the others wait for its
 result, then fall back to computing themselves if it does not arrive in time.
-Values are plain JSON, checked on read: anything malformed is recomputed, never served.
+Entries are sealed when stored: the body, its ETag (computed once, at store time) and a
+MAC over both and the entry's key, under a key derived from the signing key that Redis
+never sees. Anything that does not open (garbled, forged, moved from another key or
+deployment) is a miss: recomputed and replaced, never served.
 
 Backends: in-process (``MemoryBackend``: embedded default, one process) and Redis
 (``RedisBackend``: shared by every worker and instance). When Redis is unreachable the
@@ -19,6 +22,8 @@ cache is bypassed and stats come straight from the database.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -68,25 +73,45 @@ class CachedStats:
     hit: bool
 
 
+@dataclass(frozen=True)
+class CacheKey:
+    scope: str
+    digest: str
+
+
 def scope_for(owner_id: int | None) -> str:
     return "all" if owner_id is None else f"owner:{owner_id}"
 
 
-def valid_stats(value: bytes | None) -> bool:
-    """A cached value is served only if it is the JSON shape ``stats.compute`` makes."""
-    if not value:
-        return False
-    try:
-        body = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        return False
-    return (
-        isinstance(body, dict)
-        and isinstance(body.get("totals"), dict)
-        and isinstance(body.get("record_count"), int)
-        and isinstance(body.get("generated_at"), str)
-        and all(isinstance(t, dict) and "sum" in t for t in body["totals"].values())
-    )
+def cache_key(owner_id: int | None, key_material: Mapping[str, Any]) -> CacheKey:
+    """The entry for one scope and one set of normalised filters."""
+    return CacheKey(scope_for(owner_id), filters_digest(key_material))
+
+
+class EntryCodec:
+    """``<mac> <etag>\n<body>``: sealed at store time, opened (and checked) on read."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _mac(self, key: CacheKey, version: str, etag: bytes, body: bytes) -> bytes:
+        message = f"{key.scope}|{version}|{key.digest}|".encode() + etag + b"|" + body
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32].encode()
+
+    def seal(self, key: CacheKey, version: str, body: bytes) -> bytes:
+        etag = content_etag(body).encode()
+        return self._mac(key, version, etag, body) + b" " + etag + b"\n" + body
+
+    def open(self, key: CacheKey, version: Any, value: Any) -> CachedStats | None:
+        """The cached answer, or None if the value is not one this deployment sealed."""
+        if not isinstance(value, bytes) or not isinstance(version, bytes | str):
+            return None
+        head, newline, body = value.partition(b"\n")
+        mac, _, etag = head.partition(b" ")
+        version_text = version.decode("ascii", "replace") if isinstance(version, bytes) else version
+        if not newline or not hmac.compare_digest(mac, self._mac(key, version_text, etag, body)):
+            return None
+        return CachedStats(body=body, etag=etag.decode(), hit=True)
 
 
 def serialise(body: Mapping[str, Any]) -> bytes:
@@ -94,35 +119,45 @@ def serialise(body: Mapping[str, Any]) -> bytes:
 
 
 class StatsCache:
-    def __init__(self, backend: CacheBackend, *, ttl: int) -> None:
+    def __init__(self, backend: CacheBackend, *, ttl: int, codec: EntryCodec) -> None:
         self.backend = backend
         self.ttl = ttl
+        self.codec = codec
 
-    def fetch(
-        self, *, owner_id: int | None, key_material: Mapping[str, Any], compute: Callable[[], dict[str, Any]]
-    ) -> CachedStats:
-        scope = scope_for(owner_id)
-        digest = filters_digest(key_material)
+    def opened(self, key: CacheKey, version: Any, value: Any) -> CachedStats | None:
+        """A probe's answer (the request gate's round trip), counted as a hit when it opens."""
+        cached = self.codec.open(key, version, value)
+        if cached is not None:
+            CACHE_REQUESTS.labels(result="hit").inc()
+        return cached
+
+    def fetch(self, key: CacheKey, compute: Callable[[], dict[str, Any]]) -> CachedStats:
+        """The cached answer for ``key``, or ``compute()``'s, stored for the next caller."""
         try:
-            lookup = self.backend.lookup(scope, digest)
+            lookup = self.backend.lookup(key.scope, key.digest)
         except CacheUnavailable:
             CACHE_REQUESTS.labels(result="bypass").inc()
-            value = serialise(compute())
-            return CachedStats(body=value, etag=content_etag(value), hit=False)
-        if lookup.value is not None and valid_stats(lookup.value):
-            return self._result(lookup.value, hit=True)
-        if not lookup.leader:
-            waited = self._quietly(lambda: self.backend.wait(scope, lookup, digest, WAIT_FOR_LEADER_SECONDS))
-            if waited is not None and valid_stats(waited):
-                return self._result(waited, hit=True)
+            body = serialise(compute())
+            return CachedStats(body=body, etag=content_etag(body), hit=False)
+        cached = self.codec.open(key, lookup.version, lookup.value)
+        if cached is None and not lookup.leader:
+            waited = self._quietly(
+                lambda: self.backend.wait(key.scope, lookup, key.digest, WAIT_FOR_LEADER_SECONDS)
+            )
+            cached = self.codec.open(key, lookup.version, waited)
+        if cached is not None:
+            CACHE_REQUESTS.labels(result="hit").inc()
+            return cached
         try:
-            value = serialise(compute())
+            body = serialise(compute())
         except BaseException:
             if lookup.leader:
-                self._quietly(lambda: self.backend.abandon(scope, lookup, digest))
+                self._quietly(lambda: self.backend.abandon(key.scope, lookup, key.digest))
             raise
-        self._quietly(lambda: self.backend.store(scope, lookup, digest, value, self.ttl))
-        return self._result(value, hit=False)
+        sealed = self.codec.seal(key, lookup.version, body)
+        self._quietly(lambda: self.backend.store(key.scope, lookup, key.digest, sealed, self.ttl))
+        CACHE_REQUESTS.labels(result="miss").inc()
+        return CachedStats(body=body, etag=content_etag(body), hit=False)
 
     @staticmethod
     def _quietly(operation: Callable[[], Any]) -> Any:
@@ -131,10 +166,6 @@ class StatsCache:
             return operation()
         except CacheUnavailable:
             return None
-
-    def _result(self, value: bytes, *, hit: bool) -> CachedStats:
-        CACHE_REQUESTS.labels(result="hit" if hit else "miss").inc()
-        return CachedStats(body=value, etag=content_etag(value), hit=hit)
 
     def invalidate(self, owner_ids: Iterable[int]) -> None:
         owners = set(owner_ids)
@@ -161,6 +192,12 @@ class MemoryBackend:
             return None
         self._entries.move_to_end(key)
         return entry[1]
+
+    def peek(self, key: CacheKey) -> tuple[str, bytes | None]:
+        """The scope's version and the entry under it, if any (no lock taken)."""
+        with self._guard:
+            version = str(self._versions.get(key.scope, 0))
+            return version, self._get(self._key(key.scope, version, key.digest))
 
     def lookup(self, scope: str, digest: str) -> Lookup:
         with self._guard:
@@ -261,14 +298,24 @@ class RedisBackend:
         self._replayer = Replayer(self._replay_pending, lambda: bool(self._pending))
         connection.on_recover(self._replay_pending)
 
-    def _version_key(self, scope: str) -> str:
+    def version_key(self, scope: str) -> str:
         return self.redis.key("stats", "v", scope)
 
-    def _entry_prefix(self, scope: str) -> str:
+    def entry_prefix(self, scope: str) -> str:
         return self.redis.key("stats", "e", scope, "")
 
+    @property
+    def trusted(self) -> bool:
+        """False while a version bump of ours has not reached Redis: entries may be stale."""
+        if self._pending:
+            try:
+                self._replay_pending()
+            except RedisUnavailable:
+                return False
+        return True
+
     def _entry(self, scope: str, lookup: Lookup, digest: str) -> str:
-        return f"{self._entry_prefix(scope)}{lookup.version}:{digest}"
+        return f"{self.entry_prefix(scope)}{lookup.version}:{digest}"
 
     def lookup(self, scope: str, digest: str) -> Lookup:
         try:
@@ -277,9 +324,9 @@ class RedisBackend:
                 self._replay_pending()
             version, value, leader = self.redis.call(
                 lambda _: self._lookup(
-                    keys=[self._version_key(scope)],
+                    keys=[self.version_key(scope)],
                     args=[
-                        self._entry_prefix(scope),
+                        self.entry_prefix(scope),
                         digest,
                         uuid.uuid4().hex,
                         self._token,
@@ -342,7 +389,7 @@ class RedisBackend:
         def run(client: Any) -> None:
             pipe = client.pipeline(transaction=False)
             for scope in sorted(scopes):
-                pipe.set(self._version_key(scope), uuid.uuid4().hex)
+                pipe.set(self.version_key(scope), uuid.uuid4().hex)
             pipe.execute()
 
         self.redis.call(run)

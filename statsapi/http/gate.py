@@ -1,0 +1,236 @@
+"""The request gate: every routed request passes here once, before its view.
+
+In order, for the route's policy (declared by the view's decorators, see ``http.api``):
+
+1. refuse what no operation takes: unknown or repeated query parameters, a body where
+   the operation takes none (422);
+2. identify the caller: a verified token on routes that take one (signature, claims,
+   expiry), else the client IP;
+3. one round trip to shared state (``state.admission``): count the request against its
+   quotas, read the token's cached revocation state and, on a cacheable read, probe the
+   cache;
+4. 429 if a quota is exceeded; 401/403 from the guard (the database answers when the
+   token state is not cached or does not verify);
+5. a cacheable read whose answer was found finishes here, with the view's own response
+   builder; everything else goes on to the view.
+
+The rate-limit headers, request id, metrics and access line are added after the view
+(``http.observe``), to early answers and errors alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+
+from ..auth.guard import judge
+from ..auth.token_state import AuthState, StateCodec, TokenStateCache, load_from_database
+from ..auth.tokens import bearer_token, verify
+from ..metrics import RATE_LIMITED
+from ..models import Role
+from ..problems import InvalidInput, InvalidToken, Problem
+from ..state.admission import AdmissionStore, TokenRef
+from ..state.redis import RedisUnavailable
+from ..state.stats_cache import CachedStats, CacheKey, StatsCache
+from . import limits
+from .transaction import session
+
+_WINDOW_TEXT = {1: "1 second", 60: "1 minute", 3600: "1 hour", 86400: "1 day"}
+
+
+@dataclass(frozen=True)
+class RouteQuota:
+    """A quota a route adds to its caller's tier (login: per IP + username)."""
+
+    tier: str
+    subject: Callable[[str], str]  # the caller's subject ("ip:...", "user:...") -> this quota's
+
+
+@dataclass(frozen=True)
+class CacheUse:
+    """How a cacheable read finds its answer before its view runs, and answers it."""
+
+    key: Callable[[Mapping[str, Any], int, Role], CacheKey]  # (query args, user id, role)
+    respond: Callable[[CachedStats], Response]
+
+
+@dataclass(frozen=True)
+class RoutePolicy:
+    """What the gate does for one operation, gathered from its view's decorators."""
+
+    exempt: bool = False  # probes, scrapes and assets: never limited
+    strict: bool = False  # a documented API operation: refuses input it does not take
+    auth: bool = False
+    token_kind: str = "access"  # noqa: S105 (a token type, not a secret)
+    roles: frozenset[Role] = frozenset()
+    quotas: tuple[RouteQuota, ...] = ()
+    commits: bool = False
+    accepts: frozenset[str] = frozenset()  # "query", "json"
+    query_schema: Any = None
+    cache: CacheUse | None = None
+
+    @classmethod
+    def of(cls, view: Any) -> RoutePolicy:
+        return cls(
+            exempt=getattr(view, "_statsapi_exempt", False),
+            strict=hasattr(view, "_apidoc"),
+            commits=getattr(view, "_statsapi_commits", False),
+            accepts=frozenset(getattr(view, "_statsapi_accepts", ())),
+            query_schema=getattr(view, "_statsapi_query_schema", None),
+            cache=getattr(view, "_statsapi_cache", None),
+            quotas=tuple(getattr(view, "_statsapi_quotas", ())),
+            **getattr(view, "_statsapi_auth", {}),
+        )
+
+
+class Gate:
+    def __init__(
+        self,
+        *,
+        tiers: limits.Tiers,
+        store: AdmissionStore,
+        cache: StatsCache,
+        tokens: TokenStateCache | None,
+        codec: StateCodec,
+        parse_query: Callable[[Any], Mapping[str, Any] | None],
+    ) -> None:
+        self.tiers = tiers
+        self.store = store
+        self.cache = cache
+        self.tokens = tokens
+        self.codec = codec
+        self.parse_query = parse_query
+        self._policies: dict[tuple[str, str], RoutePolicy] = {}
+
+    # -- the route's policy ---------------------------------------------------------
+    def policy(self, endpoint: str, method: str) -> RoutePolicy:
+        cached = self._policies.get((endpoint, method))
+        if cached is None:
+            view = current_app.view_functions.get(endpoint)
+            view_class = getattr(view, "view_class", None)
+            if view_class is not None:
+                view = getattr(view_class, "get" if method == "HEAD" else method.lower(), None)
+            cached = self._policies[(endpoint, method)] = RoutePolicy.of(view)
+        return cached
+
+    # -- the gate -------------------------------------------------------------------
+    def admit(self) -> Response | None:
+        """Run before every view; returns an early answer, raises a problem, or lets it pass."""
+        if request.endpoint is None:
+            return None  # 404/405: routing answers, nothing to count or protect
+        route = g.route = self.policy(request.endpoint, request.method)
+        if route.strict:
+            refuse_unaccepted_input(route)
+        if route.exempt:
+            return None
+        claims, token_error = self._identify(route)
+        probe = self._probe(route, claims)
+        token = TokenRef(int(claims["sub"]), str(claims["fam"])) if claims is not None else None
+        admission = self.store.admit(self._charges(route, claims), token, probe)
+        g.rate_counts = admission.counts
+        self._refuse_if_limited(admission.counts)
+        if not route.auth:
+            return None
+        if token_error is not None or claims is None:
+            raise token_error or InvalidToken("A bearer token is required.", token_sent=False)
+        state = self._token_state(
+            claims, admission.user_raw, admission.family_raw, admission.token_state_read
+        )
+        principal = g.principal = judge(claims, state, route.roles)
+        if probe is not None and route.cache is not None and principal.role.value == claims["role"]:
+            cached = self.cache.opened(probe, admission.cache_version, admission.cache_entry)
+            if cached is not None:
+                return route.cache.respond(cached)
+        return None
+
+    def _identify(self, route: RoutePolicy) -> tuple[dict[str, Any] | None, InvalidToken | None]:
+        """The token's verified claims on routes that take one (else the caller is its IP)."""
+        if not route.auth:
+            return None, None
+        try:
+            return verify(bearer_token(request.headers.get("Authorization")), kind=route.token_kind), None
+        except InvalidToken as error:
+            return None, error
+
+    def _charges(self, route: RoutePolicy, claims: Mapping[str, Any] | None) -> list[limits.Charge]:
+        if claims is not None and claims["type"] == "access":
+            subject = f"user:{claims['sub']}"
+            tier = "user" if claims["role"] == Role.USER.value else "elevated"
+        else:
+            subject, tier = f"ip:{request.remote_addr or 'unknown'}", "anonymous"
+        charges = self.tiers.charges(tier, subject)
+        for quota in route.quotas:
+            charges += self.tiers.charges(quota.tier, quota.subject(subject))
+        return charges
+
+    def _probe(self, route: RoutePolicy, claims: Mapping[str, Any] | None) -> CacheKey | None:
+        if route.cache is None or claims is None or route.query_schema is None:
+            return None
+        args = self.parse_query(route.query_schema)
+        if args is None:
+            return None
+        with contextlib.suppress(Problem):  # the view will say what is wrong
+            return route.cache.key(args, int(claims["sub"]), Role(claims["role"]))
+        return None
+
+    @staticmethod
+    def _refuse_if_limited(counts: list[limits.Count]) -> None:
+        breached = [count for count in counts if count.breached]
+        if not breached:
+            return
+        quota = limits.binding(breached).charge.quota
+        RATE_LIMITED.labels(route=request.url_rule.rule if request.url_rule else "unmatched").inc()
+        window = _WINDOW_TEXT.get(quota.window, f"{quota.window} seconds")
+        raise Problem(429, f"Rate limit exceeded: {quota.amount} per {window}.", slug="rate-limited")
+
+    def _token_state(
+        self, claims: Mapping[str, Any], user_raw: Any, family_raw: Any, cache_read: bool
+    ) -> AuthState | None:
+        """The token's revocation state: the verified cache entry, else PostgreSQL."""
+        user_id, family_id = int(claims["sub"]), str(claims["fam"])
+        if cache_read:
+            cached = self.codec.decode(user_id, family_id, user_raw, family_raw)
+            # An entry older than the token is behind the database: ask the database.
+            if cached is not None and cached.generation >= claims["gen"]:
+                return cached
+        state = load_from_database(session(), user_id, family_id)
+        if state is not None and self.tokens is not None and cache_read:
+            with contextlib.suppress(RedisUnavailable):  # a failed fill costs the next request a query
+                self.tokens.fill(state, family_id, seen=(user_raw, family_raw))
+        return state
+
+
+def exempt(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Never counted against a quota: probes, scrapes and static assets must always answer."""
+    func._statsapi_exempt = True  # type: ignore[attr-defined]
+    return func
+
+
+def refuse_unaccepted_input(route: RoutePolicy) -> None:
+    """What every API operation refuses, whatever its arguments:
+
+    * query parameters it does not take (422) and repeated parameters (422: which of two
+      currencies did the client mean?);
+    * a body on an operation that takes none (422), except an empty one or ``{}``.
+    """
+    errors: dict[str, list[str]] = {}
+    for name in request.args:
+        if "query" not in route.accepts:
+            errors[name] = ["Unknown query parameter: this operation takes none."]
+        elif len(request.args.getlist(name)) > 1:
+            errors[name] = ["Given more than once; send each parameter once."]
+    if "json" not in route.accepts and request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        body = request.get_data(cache=True).strip()
+        if body not in (b"", b"{}"):
+            errors["_body"] = ["This operation takes no request body."]
+    if errors:
+        raise InvalidInput(errors=errors)
+
+
+def init_app(app: Flask, gate: Gate) -> None:
+    app.extensions["statsapi.gate"] = gate
+    app.before_request(gate.admit)

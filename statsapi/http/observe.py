@@ -1,0 +1,119 @@
+"""What every response tells the client and the operator.
+
+Before the gate: the request id (nginx's ``X-Request-ID`` when well-formed, else one
+made here). After the view — or the gate's early answer, or an error: the rate-limit
+headers of the quotas the gate counted, the request id, the request metrics and one
+JSON access line. ``/metrics`` (Prometheus) answers private networks only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+
+from ..metrics import LATENCY, REQUESTS, exposition
+from ..problems import NotFound
+from . import limits
+from .gate import exempt
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access_log = logging.getLogger("statsapi.access")
+
+
+class RequestIds:
+    """Unique request ids without a uuid per request: a random per-process prefix and a
+    counter (the prefix is redrawn in a forked child)."""
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._counter = itertools.count()
+        self._lock = threading.Lock()
+
+    def new(self) -> str:
+        if self._pid != os.getpid():
+            with self._lock:
+                self._pid, self._prefix = os.getpid(), secrets.token_hex(8)
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+class Instruments:
+    """Labelled metric children, looked up once per label set (labels() is not free)."""
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._latency: dict[tuple[str, str], Any] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        counter = self._requests.get((route, method, status))
+        if counter is None:
+            counter = self._requests[(route, method, status)] = REQUESTS.labels(route, method, str(status))
+        histogram = self._latency.get((route, method))
+        if histogram is None:
+            histogram = self._latency[(route, method)] = LATENCY.labels(route, method)
+        counter.inc()
+        histogram.observe(seconds)
+
+
+_ids = RequestIds()
+_instruments = Instruments()
+
+
+def start() -> None:
+    g.started = time.perf_counter()
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    # Take nginx's id when it is well-formed; anything else could inject into logs.
+    g.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else _ids.new()
+
+
+def finish(response: Response) -> Response:
+    counts = g.get("rate_counts")
+    if counts:
+        response.headers.extend(limits.headers(counts, status=response.status_code))
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    duration = time.perf_counter() - g.get("started", time.perf_counter())
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    _instruments.observe(route, request.method, response.status_code, duration)
+    access_log.info(
+        "request",
+        extra={
+            "method": request.method,
+            "route": route,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": round(duration * 1000, 2),
+            "client_ip": request.remote_addr,
+        },
+    )
+    return response
+
+
+@exempt
+def metrics_endpoint() -> Response:
+    """Prometheus metrics, for the private network only; to everyone else it does not exist."""
+    allowed = current_app.extensions["statsapi.metrics_networks"]
+    try:
+        client = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        client = None
+    if client is None or not any(client in network for network in allowed):
+        raise NotFound
+    body, content_type = exposition()
+    return Response(body, content_type=content_type)
+
+
+def init_app(app: Flask, metrics_networks: tuple[str, ...]) -> None:
+    app.extensions["statsapi.metrics_networks"] = tuple(ipaddress.ip_network(n) for n in metrics_networks)
+    app.add_url_rule("/metrics", "metrics", metrics_endpoint)
+    app.before_request(start)
+    app.after_request(finish)  # registered first, so it runs last (after every header is set)
