@@ -123,6 +123,21 @@ def _exact_sum(dialect: str) -> list[Any]:
     return [func.sum(Record.amount_minor)]
 
 
+def _query(dialect: str, group_by: str | None, filters: RecordFilters, owner_id: int | None) -> Select[Any]:
+    """One row per (group, currency), or per currency: [key,] currency, count, min, max, sum(s)."""
+    grouped_on, key = _grouping(group_by) if group_by else (None, None)
+    columns: list[Any] = [
+        *([key.label("group_key")] if key is not None else []),
+        Record.currency,
+        func.count(),
+        func.min(Record.amount_minor),
+        func.max(Record.amount_minor),
+        *_exact_sum(dialect),
+    ]
+    grouping = [grouped_on, Record.currency] if grouped_on is not None else [Record.currency]
+    return apply_filters(select(*columns), filters, owner_id).group_by(*grouping).order_by(*grouping)
+
+
 def compute(
     session: Session, *, owner_id: int | None, filters: RecordFilters, group_by: str | None
 ) -> dict[str, Any]:
@@ -132,26 +147,12 @@ def compute(
     totals are combined from those exact partial aggregates (sums add, min of mins...).
     """
     STATS_COMPUTATIONS.inc()
-    grouped_on, key = _grouping(group_by) if group_by else (None, None)
-    sums = _exact_sum(session.get_bind().dialect.name)
-    columns: list[Any] = [
-        *([key.label("group_key")] if key is not None else []),
-        Record.currency,
-        func.count(),
-        func.min(Record.amount_minor),
-        func.max(Record.amount_minor),
-        *sums,
-    ]
-    grouping = [grouped_on, Record.currency] if grouped_on is not None else [Record.currency]
-    query: Select[Any] = select(*columns)
-    query = apply_filters(query, filters, owner_id).group_by(*grouping).order_by(*grouping)
-
+    query = _query(session.get_bind().dialect.name, group_by, filters, owner_id)
+    offset = 1 if group_by is not None else 0
     per_currency: dict[str, list[int]] = {}
     groups: dict[str, dict[str, Any]] = {}
     rows = 0
     for row in session.execute(query):
-        group: str | None = row[0] if key is not None else None
-        offset = 1 if key is not None else 0
         currency: str = row[offset]
         count, low, high = (int(value) for value in row[offset + 1 : offset + 4])
         parts = [int(value) for value in row[offset + 4 :]]  # PostgreSQL: numeric → int
@@ -161,7 +162,7 @@ def compute(
         acc[1] += total
         acc[2] = min(acc[2], low)
         acc[3] = max(acc[3], high)
-        if group is not None:
+        if offset:
             rows += 1
             if rows > MAX_GROUP_ROWS:
                 raise InvalidInput(
@@ -169,7 +170,7 @@ def compute(
                     f"More than {MAX_GROUP_ROWS} group totals; narrow the filters "
                     "(from, to, category, currency, owner_id).",
                 )
-            entry = groups.setdefault(group, {"key": group, "record_count": 0, "totals": {}})
+            entry = groups.setdefault(row[0], {"key": row[0], "record_count": 0, "totals": {}})
             entry["totals"][currency] = _totals(currency, count, total, low, high)
             entry["record_count"] += count
 
