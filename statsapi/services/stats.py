@@ -153,10 +153,9 @@ def compute(
     groups: dict[str, dict[str, Any]] = {}
     rows = 0
     for row in session.execute(query):
-        currency: str = row[offset]
-        count, low, high = (int(value) for value in row[offset + 1 : offset + 4])
-        parts = [int(value) for value in row[offset + 4 :]]  # PostgreSQL: numeric → int
-        total = parts[0] if len(parts) == 1 else (parts[0] << 32) + parts[1]
+        currency, count, low, high, *parts = row[offset:]
+        # PostgreSQL's one sum is numeric (a Decimal); SQLite's two halves are ints.
+        total = int(parts[0]) if len(parts) == 1 else (parts[0] << 32) + parts[1]
         acc = per_currency.setdefault(currency, [0, 0, low, high])
         acc[0] += count
         acc[1] += total
