@@ -97,18 +97,22 @@ def insert_records(app: Flask, owner_id: int, rows: Sequence[dict[str, Any]]) ->
 
 @contextlib.contextmanager
 def captured_sql(app: Flask) -> Iterator[list[tuple[str, Any]]]:
-    """Every statement (and its parameters) the app's engine executes inside the block."""
+    """Every statement (and its parameters) the app's engines (read and write) execute
+    inside the block."""
     statements: list[tuple[str, Any]] = []
-    engine = get_database(app).engine
+    database = get_database(app)
+    engines = (database.engine, database.read_engine)
 
     def before(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
         statements.append((statement, parameters))
 
-    event.listen(engine, "before_cursor_execute", before)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", before)
     try:
         yield statements
     finally:
-        event.remove(engine, "before_cursor_execute", before)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", before)
 
 
 def explain(app: Flask, statement: str, parameters: Any) -> str:

@@ -293,3 +293,68 @@ def test_the_frozen_amount_bound_matches_the_model() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert amount_bound_sql() == module.AMOUNT_BOUND
+
+
+# -- 0003: extended statistics the stats queries rely on ---------------------------------------
+def _grouping_statistics(engine: Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT stxname, pg_get_statisticsobjdef_expressions(oid)::text FROM pg_statistic_ext "
+                "WHERE stxrelid = 'records'::regclass"
+            )
+        ).all()
+    return {str(name): str(expressions) for name, expressions in rows}
+
+
+def test_grouping_statistics_exist_on_postgresql_and_go_with_a_downgrade(empty_pg: str) -> None:
+    upgrade(empty_pg)
+    engine = _engine(empty_pg)
+    expected = {
+        "st_records_utc_day": "{\"((occurred_at AT TIME ZONE 'UTC'::text))::date\"}",
+        "st_records_utc_month": "{\"date_trunc('month'::text, (occurred_at AT TIME ZONE 'UTC'::text))\"}",
+    }
+    try:
+        assert _grouping_statistics(engine) == expected
+        command.downgrade(alembic_config(empty_pg), "0002")
+        try:
+            assert _grouping_statistics(engine) == {}
+        finally:
+            command.upgrade(alembic_config(empty_pg), "head")
+        assert _grouping_statistics(engine) == expected
+    finally:
+        engine.dispose()
+
+
+def test_grouping_statistics_are_a_no_op_on_sqlite(empty_sqlite: str) -> None:
+    upgrade(empty_sqlite)
+    engine = _engine(empty_sqlite)
+    schema = "SELECT type, name, sql FROM sqlite_master ORDER BY type, name"
+    try:
+        with engine.connect() as conn:
+            at_head = conn.execute(text(schema)).all()
+        command.downgrade(alembic_config(empty_sqlite), "0002")
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(text(schema)).all() == at_head
+            assert current_revision(empty_sqlite) == "0002"
+        finally:
+            command.upgrade(alembic_config(empty_sqlite), "head")
+        assert current_revision(empty_sqlite) == head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_the_frozen_grouping_expressions_match_the_stats_queries() -> None:
+    """0003 froze the expressions; the planner uses the statistics only if the queries' are identical."""
+    import importlib.util
+
+    from statsapi.services.stats import PG_UTC_DAY, PG_UTC_MONTH
+
+    path = next((ROOT / "migrations" / "versions").glob("*_0003_*.py"))
+    spec = importlib.util.spec_from_file_location("migration_0003", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert PG_UTC_DAY.format("occurred_at") == module.UTC_DAY
+    assert PG_UTC_MONTH.format("occurred_at") == module.UTC_MONTH

@@ -29,10 +29,12 @@ def sql_log(redis_app: Flask) -> Iterator[list[str]]:
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         statements.append(statement)
 
-    engine = get_database(redis_app).engine
-    event.listen(engine, "before_cursor_execute", record)
+    database = get_database(redis_app)
+    for engine in (database.engine, database.read_engine):
+        event.listen(engine, "before_cursor_execute", record)
     yield statements
-    event.remove(engine, "before_cursor_execute", record)
+    for engine in (database.engine, database.read_engine):
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def test_cached_stats_request_runs_no_sql(redis_app: Flask, sql_log: list[str]) -> None:

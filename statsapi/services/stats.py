@@ -26,15 +26,33 @@ from .records import RecordFilters, apply_filters
 MAX_GROUP_ROWS = 10_000
 
 
-class utc_day(FunctionElement[str]):  # noqa: N801 (SQL function naming)
-    """``YYYY-MM-DD`` of a UTC timestamp."""
+# Groups by day or month hash on a date value, not on its text: PostgreSQL then aggregates
+# ~days x currencies groups in memory instead of sorting every row by a string (on disk,
+# at 1 M rows). The planner only knows how few groups that is from the extended statistics
+# on exactly these expressions (migration 0003), so the SQL below must stay byte-identical
+# to theirs: 'UTC' is a literal, never a bound parameter, or the expressions differ.
+PG_UTC_DAY = "CAST({} AT TIME ZONE 'UTC' AS DATE)"
+PG_UTC_MONTH = "date_trunc('month', {} AT TIME ZONE 'UTC')"
 
-    type = String()
+
+class utc_day(FunctionElement[Any]):  # noqa: N801 (SQL function naming)
+    """The UTC calendar day of a timestamp (PostgreSQL: a date; SQLite: ``YYYY-MM-DD``)."""
+
     inherit_cache = True
 
 
-class utc_month(FunctionElement[str]):  # noqa: N801
-    """``YYYY-MM`` of a UTC timestamp."""
+class utc_month(FunctionElement[Any]):  # noqa: N801
+    """The UTC month of a timestamp (PostgreSQL: its first instant; SQLite: ``YYYY-MM``)."""
+
+    inherit_cache = True
+
+
+class period_key(FunctionElement[str]):  # noqa: N801
+    """The ``YYYY-MM-DD`` / ``YYYY-MM`` text of a ``utc_day`` / ``utc_month`` group.
+
+    Selected next to a GROUP BY on the period itself, PostgreSQL formats once per group,
+    after aggregation.
+    """
 
     type = String()
     inherit_cache = True
@@ -42,17 +60,25 @@ class utc_month(FunctionElement[str]):  # noqa: N801
 
 @compiles(utc_day, "postgresql")
 def _pg_day(element: utc_day, compiler: Any, **kw: Any) -> str:
-    return f"to_char({compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    return PG_UTC_DAY.format(compiler.process(element.clauses, **kw))
 
 
 @compiles(utc_month, "postgresql")
 def _pg_month(element: utc_month, compiler: Any, **kw: Any) -> str:
-    return f"to_char({compiler.process(element.clauses, **kw)} AT TIME ZONE 'UTC', 'YYYY-MM')"
+    return PG_UTC_MONTH.format(compiler.process(element.clauses, **kw))
+
+
+@compiles(period_key, "postgresql")
+def _pg_period_key(element: period_key, compiler: Any, **kw: Any) -> str:
+    (period,) = element.clauses
+    # A date would be cast to timestamptz (in the session's zone) by to_char; say timestamp.
+    pattern = "'YYYY-MM-DD'" if isinstance(period, utc_day) else "'YYYY-MM'"
+    return f"to_char(CAST({compiler.process(period, **kw)} AS TIMESTAMP), {pattern})"
 
 
 @compiles(utc_day, "sqlite")
 def _sqlite_day(element: utc_day, compiler: Any, **kw: Any) -> str:
-    # SQLite holds the UTC value as text (see db.UTCDateTime).
+    # SQLite holds the UTC value as text (see db.UTCDateTime): the key is the group itself.
     return f"strftime('%Y-%m-%d', {compiler.process(element.clauses, **kw)})"
 
 
@@ -61,12 +87,17 @@ def _sqlite_month(element: utc_month, compiler: Any, **kw: Any) -> str:
     return f"strftime('%Y-%m', {compiler.process(element.clauses, **kw)})"
 
 
-def _group_key(group_by: str) -> ColumnElement[str]:
+@compiles(period_key, "sqlite")
+def _sqlite_period_key(element: period_key, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+def _grouping(group_by: str) -> tuple[ColumnElement[Any], ColumnElement[str]]:
+    """What to group (and order) by, and the group's key as selected."""
     if group_by == "category":
-        return Record.category.expression
-    if group_by == "day":
-        return utc_day(Record.occurred_at)
-    return utc_month(Record.occurred_at)
+        return Record.category.expression, Record.category.expression
+    period = utc_day(Record.occurred_at) if group_by == "day" else utc_month(Record.occurred_at)
+    return period, period_key(period)
 
 
 def _totals(currency: str, count: int, total: int, low: int, high: int) -> dict[str, Any]:
@@ -91,6 +122,21 @@ def _exact_sum(dialect: str) -> list[Any]:
     return [func.sum(Record.amount_minor)]
 
 
+def _query(dialect: str, group_by: str | None, filters: RecordFilters, owner_id: int | None) -> Select[Any]:
+    """One row per (group, currency), or per currency: [key,] currency, count, min, max, sum(s)."""
+    grouped_on, key = _grouping(group_by) if group_by else (None, None)
+    columns: list[Any] = [
+        *([key.label("group_key")] if key is not None else []),
+        Record.currency,
+        func.count(),
+        func.min(Record.amount_minor),
+        func.max(Record.amount_minor),
+        *_exact_sum(dialect),
+    ]
+    grouping = [grouped_on, Record.currency] if grouped_on is not None else [Record.currency]
+    return apply_filters(select(*columns), filters, owner_id).group_by(*grouping).order_by(*grouping)
+
+
 def compute(
     session: Session, *, owner_id: int | None, filters: RecordFilters, group_by: str | None
 ) -> dict[str, Any]:
@@ -99,36 +145,21 @@ def compute(
     With ``group_by``, one query aggregates per (group, currency) and the per-currency
     totals are combined from those exact partial aggregates (sums add, min of mins...).
     """
-    key = _group_key(group_by).label("group_key") if group_by else None
-    sums = _exact_sum(session.get_bind().dialect.name)
-    columns: list[Any] = [
-        *([key] if key is not None else []),
-        Record.currency,
-        func.count(),
-        func.min(Record.amount_minor),
-        func.max(Record.amount_minor),
-        *sums,
-    ]
-    grouping = [key, Record.currency] if key is not None else [Record.currency]
-    query: Select[Any] = select(*columns)
-    query = apply_filters(query, filters, owner_id).group_by(*grouping).order_by(*grouping)
-
+    query = _query(session.get_bind().dialect.name, group_by, filters, owner_id)
+    offset = 1 if group_by is not None else 0
     per_currency: dict[str, list[int]] = {}
     groups: dict[str, dict[str, Any]] = {}
     rows = 0
     for row in session.execute(query):
-        group: str | None = row[0] if key is not None else None
-        offset = 1 if key is not None else 0
-        currency: str = row[offset]
-        count, low, high = (int(value) for value in row[offset + 1 : offset + 4])
-        parts = [int(value) for value in row[offset + 4 :]]  # PostgreSQL: numeric → int
-        total = parts[0] if len(parts) == 1 else (parts[0] << 32) + parts[1]
+        currency, count, low, high, *parts = row[offset:]
+        # PostgreSQL's one sum is numeric (a Decimal); SQLite's two halves are ints.
+        total = int(parts[0]) if len(parts) == 1 else (parts[0] << 32) + parts[1]
         acc = per_currency.setdefault(currency, [0, 0, low, high])
         acc[0] += count
         acc[1] += total
         acc[2] = min(acc[2], low)
         acc[3] = max(acc[3], high)
-        if group is not None:
+        if offset:
             rows += 1
             if rows > MAX_GROUP_ROWS:
                 raise InvalidInput(
@@ -136,7 +167,7 @@ def compute(
                     f"More than {MAX_GROUP_ROWS} group totals; narrow the filters "
                     "(from, to, category, currency, owner_id).",
                 )
-            entry = groups.setdefault(group, {"key": group, "record_count": 0, "totals": {}})
+            entry = groups.setdefault(row[0], {"key": row[0], "record_count": 0, "totals": {}})
             entry["totals"][currency] = _totals(currency, count, total, low, high)
             entry["record_count"] += count
 
