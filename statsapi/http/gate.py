@@ -21,6 +21,7 @@ The rate-limit headers, request id, metrics and access line are added after the 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,9 @@ class Gate:
         self.codec = codec
         self.parse_query = parse_query
         self._policies: dict[tuple[str, str], RoutePolicy] = {}
+        # The cache key of (route, query string, caller) is pure: work it out once.
+        self._probes: dict[tuple[Any, ...], CacheKey | None] = {}
+        self._probes_lock = threading.Lock()
 
     # -- the route's policy ---------------------------------------------------------
     def policy(self, endpoint: str, method: str) -> RoutePolicy:
@@ -168,14 +172,22 @@ class Gate:
         return charges
 
     def _probe(self, route: RoutePolicy, claims: Mapping[str, Any] | None) -> CacheKey | None:
+        """The cache entry to look up on the way in, or None (the view says what is wrong)."""
         if route.cache is None or claims is None or route.query_schema is None:
             return None
+        memo = (request.endpoint, request.query_string, claims["sub"], claims["role"])
+        if memo in self._probes:
+            return self._probes[memo]
+        key = None
         args = self.parse_query(route.query_schema)
-        if args is None:
-            return None
-        with contextlib.suppress(Problem):  # the view will say what is wrong
-            return route.cache.key(args, int(claims["sub"]), Role(claims["role"]))
-        return None
+        if args is not None:
+            with contextlib.suppress(Problem):
+                key = route.cache.key(args, int(claims["sub"]), Role(claims["role"]))
+        with self._probes_lock:
+            self._probes[memo] = key
+            if len(self._probes) > 4096:  # bounded: drop the oldest (dicts keep insertion order)
+                del self._probes[next(iter(self._probes))]
+        return key
 
     @staticmethod
     def _refuse_if_limited(counts: list[limits.Count]) -> None:

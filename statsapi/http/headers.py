@@ -33,28 +33,27 @@ _ALWAYS = {
 }
 
 
-def _no_content_no_type(response: Response) -> Response:
-    """A 204 or 304 has no body, so no Content-Type (Flask would say text/html); the
-    automatic OPTIONS answer is a 204 with its ``Allow`` header."""
-    if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
-        response.status_code = 204
-    if response.status_code in (204, 304):
-        response.headers.pop("Content-Type", None)
-    return response
-
-
-def _secure_headers(response: Response) -> Response:
-    for name, value in _ALWAYS.items():
-        response.headers.setdefault(name, value)
-    response.headers.setdefault("Content-Security-Policy", _DOCS_CSP.get(request.path, _API_CSP))
+def finish(response: Response) -> Response:
+    """Security headers on every response; and a 204 or 304 has no body, so no
+    Content-Type (Flask would say text/html); the automatic OPTIONS answer is a 204."""
+    headers = response.headers
+    path = request.path
+    status = response.status_code
+    if request.method == "OPTIONS" and status == 200 and not response.get_data():
+        response.status_code = status = 204
+    if status in (204, 304):
+        headers.pop("Content-Type", None)
+    present = {name.lower() for name, _ in headers.items()}
+    defaults = list(_ALWAYS.items())
+    defaults.append(("Content-Security-Policy", _DOCS_CSP.get(path, _API_CSP)))
     if request.is_secure:  # HTTPS as the client saw it (ProxyFix reads X-Forwarded-Proto)
-        response.headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-    if request.path.startswith("/api/"):
+        defaults.append(("Strict-Transport-Security", "max-age=63072000; includeSubDomains"))
+    if path.startswith("/api/"):
         # Tokens, records and figures are private: never stored by a shared cache.
-        response.headers.setdefault("Cache-Control", "no-store")
+        defaults.append(("Cache-Control", "no-store"))
+    headers.extend((name, value) for name, value in defaults if name.lower() not in present)
     return response
 
 
 def init_app(app: Flask) -> None:
-    app.after_request(_secure_headers)
-    app.after_request(_no_content_no_type)
+    app.after_request(finish)

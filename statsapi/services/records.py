@@ -7,7 +7,7 @@ import datetime as dt
 import io
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, case, insert, select, tuple_
@@ -68,9 +68,12 @@ class RecordFilters:
         """Stable, JSON-safe form for cache keys and cursor digests."""
         return {
             key: (value.isoformat() if isinstance(value, dt.datetime) else value)
-            for key, value in sorted(asdict(self).items())
-            if value is not None
+            for key in _FILTER_FIELDS
+            if (value := getattr(self, key)) is not None
         }
+
+
+_FILTER_FIELDS = tuple(sorted(field.name for field in fields(RecordFilters)))
 
 
 def scope_owner(*, role: Role, user_id: int, requested_owner_id: int | None) -> int | None:
