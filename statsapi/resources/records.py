@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import Response, url_for
+from flask import Response, jsonify, url_for
 from flask.views import MethodView
 
 from .. import db
@@ -28,6 +28,8 @@ from ..schemas.records import (
     RecordQueryArgsSchema,
     RecordSchema,
     RecordUpdateSchema,
+    dump_record,
+    dump_records,
 )
 from ..security import current_principal, derive_key
 from ..services import records as record_service
@@ -71,7 +73,8 @@ class Records(MethodView):
         rows = record_service.search(
             db.session(), owner_id=owner_id, filters=filters, limit=limit, after=after
         )
-        return page_body(codec, "records", rows, limit=limit, filters=key, position=_position)
+        page = page_body(codec, "records", rows, limit=limit, filters=key, position=_position)
+        return jsonify({**page, "items": dump_records(page["items"])})
 
     @blp.auth_required(*WRITERS)
     @blp.arguments(RecordCreateSchema)
@@ -81,7 +84,7 @@ class Records(MethodView):
         """Create a record owned by you."""
         record = record_service.create(db.session(), owner_id=current_principal().id, data=data)
         return (
-            record,
+            jsonify(dump_record(record)),
             201,
             {"Location": url_for("records.RecordById", record_id=record.id), **_headers(record)},
         )
@@ -98,7 +101,7 @@ class RecordBatch(MethodView):
         records = record_service.create_many(
             db.session(), owner_id=current_principal().id, items=data["records"]
         )
-        return {"items": records}, 201
+        return jsonify({"items": dump_records(records)}), 201
 
 
 @blp.route("/<id:record_id>")
@@ -115,7 +118,7 @@ class RecordById(MethodView):
         )
         if not_modified(etag_of(record)):
             return Response(status=304, headers=_headers(record))
-        return record, 200, _headers(record)
+        return jsonify(dump_record(record)), 200, _headers(record)
 
     @blp.auth_required(*WRITERS)
     @blp.arguments(RecordUpdateSchema)
@@ -131,7 +134,7 @@ class RecordById(MethodView):
         )
         require_if_match(etag_of(record))
         record = record_service.update(session, record=record, actor_id=principal.id, changes=changes)
-        return record, 200, _headers(record)
+        return jsonify(dump_record(record)), 200, _headers(record)
 
     @blp.auth_required(*WRITERS)
     @documents_if_match(required=False)

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from ..clock import utcnow
 from ..models import AuditEvent
 
 
@@ -44,17 +45,19 @@ def record_many(
     action: str,
     target_type: str,
     items: Sequence[tuple[object, Any]],
+    occurred_at: dt.datetime | None = None,
 ) -> None:
-    """Bulk insert one event per ``(target_id, after)`` (batch create)."""
+    """One event per ``(target_id, after)`` (batch create), as one multi-row Core INSERT:
+    the ORM's bulk path spends more time sorting out the rows than sending them."""
     if not items:
         return
     request_id = session.info.get("request_id")
-    now = dt.datetime.now(dt.UTC)
+    when = occurred_at or utcnow()
     session.execute(
-        insert(AuditEvent),
+        insert(AuditEvent.__table__),
         [
             {
-                "occurred_at": now,
+                "occurred_at": when,
                 "actor_id": actor_id,
                 "action": action,
                 "target_type": target_type,

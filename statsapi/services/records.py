@@ -16,7 +16,8 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from ..clock import utcnow
 from ..db import mark_owners_changed
-from ..models import Record, Role
+from ..models import Record, RecordRow, Role
+from ..models.record import snapshot
 from ..money import ISO_4217, MoneyError, format_minor, parse_amount
 from . import audit
 from .errors import Forbidden, InvalidInput, NotFound, StaleVersion
@@ -171,18 +172,41 @@ def create(session: Session, *, owner_id: int, data: Mapping[str, Any]) -> Recor
     return record
 
 
-def create_many(session: Session, *, owner_id: int, items: Sequence[Mapping[str, Any]]) -> list[Record]:
-    """All or nothing: one transaction, one flush, one bulk audit insert."""
+def create_many(session: Session, *, owner_id: int, items: Sequence[Mapping[str, Any]]) -> list[RecordRow]:
+    """All or nothing, in the caller's transaction: one multi-row INSERT ... RETURNING for
+    the records and one for their audit events. Core statements, not ORM objects: a
+    thousand instances cost more CPU than everything else the batch does."""
     now = utcnow()
-    records = [_new_record(owner_id, data, now) for data in items]
-    session.add_all(records)
-    session.flush()
+    values = [
+        {
+            "owner_id": owner_id,
+            "amount_minor": parse_amount(data["amount"], data["currency"]),
+            "currency": data["currency"],
+            "category": data["category"],
+            "occurred_at": data["occurred_at"],
+            "description": data.get("description"),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for data in items
+    ]
+    if not values:
+        return []
+    table = Record.__table__
+    returned = session.execute(
+        insert(table).returning(table.c.id, table.c.version, sort_by_parameter_order=True), values
+    ).all()
+    records = [
+        RecordRow(id=ident, version=version, **row)
+        for (ident, version), row in zip(returned, values, strict=True)
+    ]
     audit.record_many(
         session,
         actor_id=owner_id,
         action="record.create",
         target_type="record",
-        items=[(r.id, r.snapshot()) for r in records],
+        items=[(r.id, snapshot(r)) for r in records],
+        occurred_at=now,
     )
     mark_owners_changed(session, [owner_id])
     return records
