@@ -57,7 +57,7 @@ class Records(MethodView):
     @blp.auth_required(*READERS)
     @blp.arguments(RecordQueryArgsSchema, location="query")
     @blp.response(200, RecordPageSchema)
-    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+    def get(self, args: dict[str, Any]) -> Response:
         """List records, newest first (users see their own; analysts and admins all)."""
         principal = current_principal()
         filters, limit, cursor = args["filters"], args["limit"], args["cursor"]
