@@ -17,7 +17,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from ..clock import utcnow
 from ..db import UTCDateTime, mark_owners_changed
-from ..models import Record, RecordRow, Role
+from ..models import Record, RecordData, RecordRow, Role
 from ..models.record import snapshot
 from ..money import ISO_4217, MoneyError, format_minor, parse_amount
 from . import audit
@@ -127,13 +127,18 @@ def search(
     filters: RecordFilters,
     limit: int,
     after: tuple[dt.datetime, int] | None = None,
-) -> list[Record]:
-    """Newest first (``occurred_at``, then ``id``); ``limit + 1`` rows for paging."""
-    query = apply_filters(select(Record), filters, owner_id)
+) -> list[RecordData]:
+    """Newest first (``occurred_at``, then ``id``); ``limit + 1`` rows for paging.
+
+    Plain rows, not ORM objects: a page is only read, and loading instances (identity
+    map, state tracking) costs more than the query. One SELECT, nothing lazy after it.
+    """
+    records = cast(Table, Record.__table__)
+    query = apply_filters(select(records), filters, owner_id)
     if after is not None:
         query = query.where(tuple_(Record.occurred_at, Record.id) < tuple_(*after))
     query = query.order_by(Record.occurred_at.desc(), Record.id.desc()).limit(limit + 1)
-    return list(session.scalars(query))
+    return cast(list[RecordData], session.execute(query).all())
 
 
 def get_visible(session: Session, *, record_id: int, role: Role, user_id: int) -> Record:
