@@ -239,7 +239,7 @@ def test_batch_response_is_what_is_stored_and_each_record_is_audited(as_user: Ac
             currency=currencies[i % 4],
             category=f"ĉat {i % 9}",
             occurred_at=f"2026-0{1 + i % 9}-1{i % 10}T0{i % 10}:30:00.{i:06d}+02:00",
-            description=None if i % 3 == 0 else f"описание {i}",
+            description=None if i % 3 == 0 else ["NULL", '{a,"b"}\\', "it's", f"описание {i}"][i % 4],
         )
         for i in range(300)
     ]
