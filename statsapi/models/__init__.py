@@ -3,8 +3,19 @@
 from .audit import AuditEvent
 from .currency import Currency
 from .idempotency import IdempotencyKey
-from .record import Record
+from .record import Record, RecordData, RecordRow
 from .token import TokenFamily
 from .user import ROLES, Role, User
 
-__all__ = ["ROLES", "AuditEvent", "Currency", "IdempotencyKey", "Record", "Role", "TokenFamily", "User"]
+__all__ = [
+    "ROLES",
+    "AuditEvent",
+    "Currency",
+    "IdempotencyKey",
+    "Record",
+    "RecordData",
+    "RecordRow",
+    "Role",
+    "TokenFamily",
+    "User",
+]

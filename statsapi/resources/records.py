@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import Response, url_for
+from flask import Response, jsonify, url_for
 from flask.views import MethodView
 
 from ..auth.guard import current_principal
@@ -30,6 +30,8 @@ from ..schemas.records import (
     RecordQueryArgsSchema,
     RecordSchema,
     RecordUpdateSchema,
+    dump_record,
+    dump_records,
 )
 from ..services import records as record_service
 from ..services.records import WRITERS
@@ -56,7 +58,7 @@ class Records(MethodView):
     @blp.auth_required(*READERS)
     @blp.arguments(RecordQueryArgsSchema, location="query")
     @blp.response(200, RecordPageSchema)
-    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+    def get(self, args: dict[str, Any]) -> Response:
         """List records, newest first (users see their own; analysts and admins all)."""
         principal = current_principal()
         filters, limit, cursor = args["filters"], args["limit"], args["cursor"]
@@ -70,7 +72,8 @@ class Records(MethodView):
             occurred, ident = codec.decode(cursor, "records", key)
             after = (dt.datetime.fromisoformat(occurred), int(ident))
         rows = record_service.search(session(), owner_id=owner_id, filters=filters, limit=limit, after=after)
-        return page_body(codec, "records", rows, limit=limit, filters=key, position=_position)
+        page = page_body(codec, "records", rows, limit=limit, filters=key, position=_position)
+        return jsonify({**page, "items": dump_records(page["items"])})
 
     @blp.auth_required(*WRITERS)
     @blp.arguments(RecordCreateSchema)
@@ -81,7 +84,7 @@ class Records(MethodView):
         """Create a record owned by you."""
         record = record_service.create(session(), owner_id=current_principal().id, data=data)
         return (
-            record,
+            jsonify(dump_record(record)),
             201,
             {"Location": url_for("records.RecordById", record_id=record.id), **_headers(record)},
         )
@@ -99,7 +102,7 @@ class RecordBatch(MethodView):
         records = record_service.create_many(
             session(), owner_id=current_principal().id, items=data["records"]
         )
-        return {"items": records}, 201
+        return jsonify({"items": dump_records(records)}), 201
 
 
 @blp.route("/<id:record_id>")
@@ -116,7 +119,7 @@ class RecordById(MethodView):
         )
         if not_modified(etag_of(record)):
             return Response(status=304, headers=_headers(record))
-        return record, 200, _headers(record)
+        return jsonify(dump_record(record)), 200, _headers(record)
 
     @blp.auth_required(*WRITERS)
     @blp.arguments(RecordUpdateSchema)
@@ -133,7 +136,7 @@ class RecordById(MethodView):
         )
         require_if_match(etag_of(record))
         record = record_service.update(db, record=record, actor_id=principal.id, changes=changes)
-        return record, 200, _headers(record)
+        return jsonify(dump_record(record)), 200, _headers(record)
 
     @blp.auth_required(*WRITERS)
     @documents_if_match(required=False)

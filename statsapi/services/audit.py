@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import String, Table, bindparam, insert, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Session
 
+from ..clock import utcnow
+from ..db import UTCDateTime
 from ..models import AuditEvent
 
 
@@ -44,29 +47,54 @@ def record_many(
     action: str,
     target_type: str,
     items: Sequence[tuple[object, Any]],
+    occurred_at: dt.datetime | None = None,
 ) -> None:
-    """Bulk insert one event per ``(target_id, after)`` (batch create)."""
+    """One event per ``(target_id, after)`` (batch create), in one statement."""
     if not items:
         return
-    request_id = session.info.get("request_id")
-    now = dt.datetime.now(dt.UTC)
-    session.execute(
-        insert(AuditEvent),
-        [
+    common = {
+        "occurred_at": occurred_at or utcnow(),
+        "actor_id": actor_id,
+        "action": action,
+        "target_type": target_type,
+        "request_id": session.info.get("request_id"),
+    }
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            _INSERT_UNNESTED,
             {
-                "occurred_at": now,
-                "actor_id": actor_id,
-                "action": action,
-                "target_type": target_type,
-                "target_id": str(target_id),
-                "before": None,
-                "after": after,
-                "reason": None,
-                "request_id": request_id,
-            }
+                **common,
+                "target_id": [str(target_id) for target_id, _ in items],
+                "after": [after for _, after in items],
+            },
+        )
+        return
+    # Core, not the ORM's bulk path: that spends more time sorting out rows than sending them.
+    session.execute(
+        insert(cast(Table, AuditEvent.__table__)),
+        [
+            {**common, "target_id": str(target_id), "before": None, "after": after, "reason": None}
             for target_id, after in items
         ],
     )
+
+
+# As records.create_many: one array per column, one parameter set; events get ids in item
+# order. ``before`` is JSON null, as the ORM stores ``None`` in a JSON column.
+_INSERT_UNNESTED = text(
+    """
+    INSERT INTO audit_events (occurred_at, actor_id, action, target_type, target_id, before, after,
+                              reason, request_id)
+    SELECT :occurred_at, :actor_id, :action, :target_type, u.target_id, 'null', u.after, NULL, :request_id
+    FROM unnest(CAST(:target_id AS VARCHAR[]), CAST(:after AS JSONB[]))
+         WITH ORDINALITY AS u(target_id, after, n)
+    ORDER BY u.n
+    """
+).bindparams(
+    bindparam("occurred_at", type_=UTCDateTime()),
+    bindparam("target_id", type_=ARRAY(String())),
+    bindparam("after", type_=ARRAY(JSONB())),
+)
 
 
 def search(
