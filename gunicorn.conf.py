@@ -67,7 +67,7 @@ METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 # ---- server -----------------------------------------------------------------------------------
 bind = [_env("GUNICORN_BIND") or f"0.0.0.0:{_env('PORT') or '8000'}"]
 workers = _non_negative_int("WEB_CONCURRENCY", _default_workers()) or 1
-worker_class = "gthread"
+worker_class = "statsapi.gunicorn_worker.ThreadWorker"
 threads = _non_negative_int("GUNICORN_THREADS", 4) or 1
 timeout = _non_negative_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = 30

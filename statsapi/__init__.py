@@ -45,7 +45,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     """
     settings = config if isinstance(config, Settings) else preflight(config)
 
-    from . import cli, db, errors, headers, logs, metrics, security
+    from . import cli, db, edge, errors, headers, logs, metrics, security
     from .backends import init_backends
     from .jsonio import StrictJSONProvider
     from .migrate import head_revision
@@ -73,6 +73,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
         )
 
     app.wsgi_app = security.NormaliseBearerScheme(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = edge.BodyGuard(app.wsgi_app, settings.max_content_length)  # type: ignore[method-assign]
     database = db.init_app(app, settings)
     security.init_app(app, settings)
     logs.init_app(app)
