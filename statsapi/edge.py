@@ -88,7 +88,8 @@ class BodyGuard:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         must_close = False
         length = _declared_length(environ)
-        if length is None and _is_chunked(environ) and environ.get("wsgi.input_terminated"):
+        # Like Werkzeug, a chunked body's Content-Length (if any) is ignored.
+        if _is_chunked(environ) and environ.get("wsgi.input_terminated"):
             body = _read_up_to(environ["wsgi.input"], self.max_body + 1)
             # From here on the body has a known length: Werkzeug ignores Content-Length while
             # Transfer-Encoding says chunked, so that header goes.

@@ -19,9 +19,9 @@
   left unread) closes the connection, as the header promises. Stock gunicorn drops the
   app's ``Connection`` header and may answer ``keep-alive`` on a connection it then closes.
 
-This subclasses gunicorn internals (``enqueue_req``, ``murder_pending``, the HTTP/1
-``Response``); pyproject.toml pins gunicorn below the next major version and
-tests/test_gunicorn_edge.py exercises each seam against the real server.
+This subclasses gunicorn internals (``enqueue_req``, ``murder_pending``, ``handle_request``,
+the HTTP/1 ``Response``); pyproject.toml keeps gunicorn below its next major version and
+tests/e2e/test_http_edge.py exercises each seam against the real server.
 """
 
 from __future__ import annotations
