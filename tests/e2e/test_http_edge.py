@@ -346,6 +346,30 @@ def test_dripping_headers_do_not_starve_health_without_nginx(stack: Stack) -> No
     assert dropped["408"] >= ATTACKERS, dropped
 
 
+def test_headers_sent_in_pieces_are_served(stack: Stack) -> None:
+    """The worker reads headers off-thread: a request split over several packets, and a
+    second one on the same connection, are answered as usual."""
+    with gunicorn_socket(stack) as sock:
+        for _ in range(2):
+            for piece in (b"GET /hea", b"lth HTTP/1.1\r\nHo", b"st: localhost\r\n", b"\r\n"):
+                sock.sendall(piece)
+                time.sleep(0.05)
+            reply = read_reply(sock)
+            assert reply.status == 200 and json.loads(reply.body) == {"status": "ok"}
+
+
+def test_an_endless_header_block_is_refused_with_431(stack: Stack) -> None:
+    with gunicorn_socket(stack) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for number in range(90):
+                sock.sendall(b"X-Filler-%d: %s\r\n" % (number, b"f" * 1000))  # never the blank line
+        reply = read_reply(sock)
+    assert reply.status == 431
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert json.loads(reply.body)["status"] == 431
+
+
 # ---- item 9: banners and the redirect ------------------------------------------------------------------
 def test_gunicorn_sends_no_server_banner(stack: Stack) -> None:
     answers = [
