@@ -8,6 +8,7 @@ Every value can be changed from the environment without editing this file:
     GUNICORN_TIMEOUT         seconds a request may take before its worker is replaced (30)
     GUNICORN_MAX_REQUESTS    recycle a worker after this many requests (1000; 0 = never)
     GUNICORN_HEADER_TIMEOUT  seconds a client has to send a request's whole header block (10)
+    GUNICORN_BODY_TIMEOUT    seconds a client has to send a body of up to 1 MiB (30)
     GUNICORN_IO_TIMEOUT      seconds a body read or response write may make no progress (10)
     PROMETHEUS_MULTIPROC_DIR where workers write their metric samples (see below)
 
@@ -18,8 +19,9 @@ Design notes:
   per-request state in ``flask.g`` and one SQLAlchemy session per request, so threads are safe.
   The worker class is gthread's, subclassed in ``statsapi/gunicorn_worker.py`` for running with
   no buffering proxy in front (Render, ``docker run``): a thread only gets a connection once its
-  headers are complete (slow clients cannot hold threads), header and I/O deadlines, no
-  ``Server`` banner, and the app's ``Connection: close`` is obeyed.
+  headers (and a body of up to 1 MiB) are complete, so slow clients cannot hold threads;
+  header, body and I/O deadlines; no ``Server`` banner; the app's ``Connection: close`` is
+  obeyed.
 * The app is imported in each worker, not in the master (no ``preload_app``): database
   pools and Redis connections must never be shared across a fork.
 * Metrics: prometheus-client's multiprocess mode. Each worker writes its samples to files in
