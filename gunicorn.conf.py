@@ -7,6 +7,9 @@ Every value can be changed from the environment without editing this file:
     GUNICORN_THREADS         threads per worker (default 4)
     GUNICORN_TIMEOUT         seconds a request may take before its worker is replaced (30)
     GUNICORN_MAX_REQUESTS    recycle a worker after this many requests (default 0 = never)
+    GUNICORN_HEADER_TIMEOUT  seconds a client has to send a request's whole header block (10)
+    GUNICORN_BODY_TIMEOUT    seconds a client has to send a body of up to 1 MiB (30)
+    GUNICORN_IO_TIMEOUT      seconds a body read or response write may make no progress (10)
     PROMETHEUS_MULTIPROC_DIR where workers write their metric samples (see below)
 
 Design notes:
@@ -14,6 +17,11 @@ Design notes:
 * ``gthread`` workers keep connections from nginx alive (the ``sync`` worker closes every
   connection) and let one slow request not block its worker's other threads. statsapi keeps
   per-request state in ``flask.g`` and one SQLAlchemy session per request, so threads are safe.
+  The worker class is gthread's, subclassed in ``statsapi/gunicorn_worker.py`` for running with
+  no buffering proxy in front (Render, ``docker run``): a thread only gets a connection once its
+  headers (and a body of up to 1 MiB) are complete, so slow clients cannot hold threads;
+  header, body and I/O deadlines; no ``Server`` banner; the app's ``Connection: close`` is
+  obeyed.
 * The app is imported in each worker, not in the master (no ``preload_app``): database
   pools and Redis connections must never be shared across a fork.
 * Metrics: prometheus-client's multiprocess mode. Each worker writes its samples to files in
@@ -70,7 +78,7 @@ METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 # ---- server -----------------------------------------------------------------------------------
 bind = [_env("GUNICORN_BIND") or f"0.0.0.0:{_env('PORT') or '8000'}"]
 workers = _non_negative_int("WEB_CONCURRENCY", _default_workers()) or 1
-worker_class = "gthread"
+worker_class = "statsapi.gunicorn_worker.ThreadWorker"
 threads = _non_negative_int("GUNICORN_THREADS", 4) or 1
 timeout = _non_negative_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = 30
@@ -95,6 +103,7 @@ secure_scheme_headers: dict[str, str] = {}
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
+
 
 # ---- logging ------------------------------------------------------------------------------------
 class NoAccessLogger(glogging.Logger):

@@ -226,6 +226,6 @@ def init_app(app: Flask) -> None:
 
 def main() -> None:
     """``statsapi`` console script: the same commands without ``flask --app``."""
-    from . import create_app
+    from .factory import create_app
 
     create_app().cli.main(prog_name="statsapi")

@@ -18,6 +18,7 @@ from .config import ConfigError, Settings
 from .db import Database
 from .http import errors, gate, headers, observe, transaction
 from .http.api import Api, Blueprint
+from .http.edge import BodyGuard
 from .http.jsonio import StrictJSONProvider
 from .http.limits import Tiers
 from .migrate import head_revision
@@ -72,6 +73,9 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=settings.trusted_proxy_hops
         )
+    # Outermost: bodies the app did not read are drained (or the connection closed), and a
+    # chunked body over the limit is a 413 like any other.
+    app.wsgi_app = BodyGuard(app.wsgi_app, settings.max_content_length)  # type: ignore[method-assign]
 
     database = Database(settings)
     transaction.init_app(app, database)

@@ -86,4 +86,6 @@ def test_plain_http_redirects_permanently_to_https_keeping_method_and_path(stack
             method, f"{stack.http_url}/api/records?limit=5", allow_redirects=False, timeout=5, json={}
         )
     assert response.status_code == 308  # 308 keeps the method and body
-    assert response.headers["Location"] == f"{stack.https_url}/api/records?limit=5"
+    # To the configured server name (NGINX_SERVER_NAME=localhost here), not the Host we sent.
+    assert stack.nginx is not None
+    assert response.headers["Location"] == f"https://localhost:{stack.nginx.https_port}/api/records?limit=5"

@@ -91,7 +91,8 @@ def gunicorn_settings(**env: str) -> dict[str, Any]:
 def test_gunicorn_config_defaults(tmp_path: Path) -> None:
     settings = gunicorn_settings(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
     assert settings["bind"] == ["0.0.0.0:8000"]
-    assert settings["worker_class"] == "gthread"
+    # gthread, subclassed for running without a buffering proxy (statsapi/gunicorn_worker.py)
+    assert settings["worker_class"] == "statsapi.gunicorn_worker.ThreadWorker"
     assert settings["workers"] >= 2
     assert settings["accesslog"] is None  # the app writes the access line (with request_id)
     assert settings["secure_scheme_headers"] == {}  # only ProxyFix trusts X-Forwarded-*
