@@ -86,15 +86,9 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     cli.init_app(app)
     app.extensions["statsapi.migration_head"] = head_revision()
 
-    if settings.jwt_secret_generated:
-        log.warning(
-            "JWT_SECRET_KEY is not set: using a random key for this process only "
-            "(tokens die on restart). Set JWT_SECRET_KEY outside development."
-        )
-    if settings.env == "development" and settings.uses_sqlite:
-        from .bootstrap import prepare_embedded
+    from .bootstrap import start
 
-        prepare_embedded(app)
+    start(app)  # key warning, embedded first run, database check: only what this invocation needs
     return app
 
 

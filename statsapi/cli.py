@@ -1,32 +1,53 @@
 """Command line: ``flask --app statsapi <command>``.
 
-create-admin, create-user, seed, db upgrade|current, purge — and ``openapi write``
-(from flask-smorest) to export the spec.
+create-admin, create-user, set-password, seed, db upgrade|current, purge — and
+``openapi write`` (from flask-smorest) to export the spec. A database failure ends a
+command with one line saying why (statsapi.db.describe_failure), not a traceback.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import random
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from .clock import utcnow
 from .config import Settings
-from .db import get_database, mark_owners_changed, rowcount
+from .db import describe_failure, get_database, mark_owners_changed, rowcount
 from .models import ROLES, TokenFamily, User
 from .schemas.users import PASSWORD_MAX, PASSWORD_MIN, USERNAME
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _settings() -> Settings:
     return current_app.extensions["statsapi.settings"]
+
+
+def database_errors_in_one_line(command: F) -> F:
+    """A command whose database fails says why in one line (exit 1), e.g.
+    'database "x" does not exist' or 'schema not migrated: run ...'."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SQLAlchemyError as error:
+            reason = describe_failure(error, get_database().engine.url)
+            raise click.ClickException(f"database: {reason}") from None
+
+    return run  # type: ignore[return-value]
 
 
 def _read_password(password_stdin: bool, env_name: str | None) -> str:
@@ -72,6 +93,7 @@ def _create_user(username: str, password: str, role: str, if_missing: bool) -> N
 @click.option("--password-env", metavar="NAME", help="Read the password from this environment variable.")
 @click.option("--if-missing", is_flag=True, help="Succeed quietly when the user exists (compose bootstrap).")
 @with_appcontext
+@database_errors_in_one_line
 def create_admin(username: str, password_stdin: bool, password_env: str | None, if_missing: bool) -> None:
     """Create an admin user."""
     if not password_env and not password_stdin and os.environ.get("BOOTSTRAP_ADMIN_PASSWORD"):
@@ -85,6 +107,7 @@ def create_admin(username: str, password_stdin: bool, password_env: str | None, 
 @click.option("--password-stdin", is_flag=True)
 @click.option("--password-env", metavar="NAME")
 @with_appcontext
+@database_errors_in_one_line
 def create_user(username: str, role: str, password_stdin: bool, password_env: str | None) -> None:
     """Create a user with a role."""
     _create_user(username, _read_password(password_stdin, password_env), role, False)
@@ -136,6 +159,71 @@ def fake_records(owner_ids: list[int], count: int, rng: random.Random) -> list[d
     return rows
 
 
+@click.command("set-password")
+@click.argument("username")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the new password from standard input.")
+@with_appcontext
+@database_errors_in_one_line
+def set_password(username: str, from_stdin: bool) -> None:
+    """Set USERNAME's password (e.g. a lost admin password).
+
+    Prompts twice, or reads one line from standard input with --stdin. Every token the
+    user holds stops working at once, and the change is written to the audit log.
+    """
+    from .security import hash_password
+    from .services import audit, users
+
+    password = _read_password(from_stdin, None)
+    session = get_database().new_session()
+    try:
+        user = users.find_by_username(session, username=username)
+        if user is None:
+            raise click.ClickException(f"no user named {username.lower()!r}")
+        if password.lower() == user.username:
+            raise click.UsageError("the password must differ from the username")
+        before = user.snapshot()
+        user.password_hash = hash_password(password)
+        users.revoke_all_tokens(user)
+        audit.record(
+            session,
+            actor_id=None,
+            action="user.password_reset",
+            target_type="user",
+            target_id=user.id,
+            before=before,
+            after={**user.snapshot(), "password_reset": True},
+            reason="set-password on the command line",
+        )
+        session.commit()
+        click.echo(f"password set for {user.username!r}; every token it held is revoked")
+    finally:
+        session.close()
+
+
+class SeedProgress:
+    """Rows done, rows/s and ETA on one rewritten line, only when stdout is a terminal."""
+
+    def __init__(self, total: int, *, enabled: bool | None = None) -> None:
+        self.total = total
+        self.enabled = sys.stdout.isatty() if enabled is None else enabled
+        self.started = time.perf_counter()
+
+    def line(self, done: int, now: float | None = None) -> str:
+        elapsed = max((time.perf_counter() if now is None else now) - self.started, 1e-6)
+        rate = done / elapsed
+        eta = (self.total - done) / rate if rate else 0.0
+        percent = 100 * done // self.total
+        return f"{done:,}/{self.total:,} rows ({percent}%)  {rate:,.0f} rows/s  ETA {eta:.0f}s"
+
+    def update(self, done: int) -> None:
+        if self.enabled:
+            click.echo(f"\r\x1b[K{self.line(done)}", nl=False)
+
+    def finish(self) -> None:
+        if self.enabled:
+            click.echo()
+
+
 @click.command("seed")
 @click.option("--count", default=1000, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option(
@@ -144,6 +232,7 @@ def fake_records(owner_ids: list[int], count: int, rng: random.Random) -> list[d
 @click.option("--random-seed", default=None, type=int, help="Make the data reproducible.")
 @click.option("--batch-size", default=10_000, show_default=True, type=click.IntRange(100, 100_000))
 @with_appcontext
+@database_errors_in_one_line
 def seed(count: int, owners: tuple[str, ...], random_seed: int | None, batch_size: int) -> None:
     """Insert COUNT realistic fake records, fast (bulk inserts, one audit entry)."""
     from .services import audit
@@ -159,11 +248,14 @@ def seed(count: int, owners: tuple[str, ...], random_seed: int | None, batch_siz
         if not owner_ids or (owners and len(owner_ids) != len(set(owners))):
             raise click.ClickException("no such owner(s); create users first (create-admin / create-user)")
         started = time.perf_counter()
+        progress = SeedProgress(count)
         done = 0
         while done < count:
             size = min(batch_size, count - done)
             record_service.bulk_insert(session, fake_records(owner_ids, size, rng))
             done += size
+            progress.update(done)
+        progress.finish()
         audit.record(
             session,
             actor_id=None,
@@ -186,6 +278,7 @@ db_cli = AppGroup("db", help="Database schema (Alembic).")
 @db_cli.command("upgrade")
 @click.argument("revision", default="head")
 @with_appcontext
+@database_errors_in_one_line
 def db_upgrade(revision: str) -> None:
     """Migrate the database to REVISION (default: head)."""
     from .migrate import upgrade
@@ -196,6 +289,7 @@ def db_upgrade(revision: str) -> None:
 
 @db_cli.command("current")
 @with_appcontext
+@database_errors_in_one_line
 def db_current() -> None:
     """Print the database's migration revision."""
     from .migrate import current_revision
@@ -205,6 +299,7 @@ def db_current() -> None:
 
 @click.command("purge")
 @with_appcontext
+@database_errors_in_one_line
 def purge() -> None:
     """Delete expired idempotency keys and expired token families."""
     from .idempotency import purge_expired
@@ -220,7 +315,7 @@ def purge() -> None:
 
 
 def init_app(app: Flask) -> None:
-    for command in (create_admin, create_user, seed, db_cli, purge):
+    for command in (create_admin, create_user, set_password, seed, db_cli, purge):
         app.cli.add_command(command)
 
 
@@ -228,4 +323,7 @@ def main() -> None:
     """``statsapi`` console script: the same commands without ``flask --app``."""
     from . import create_app
 
-    create_app().cli.main(prog_name="statsapi")
+    # Built inside a click context, so create_app knows a command (or help) is coming, not a server.
+    with click.Context(click.Command("statsapi")):
+        app = create_app()
+    app.cli.main(prog_name="statsapi")

@@ -239,9 +239,13 @@ def _is_connection_failure(error: DBAPIError | PoolTimeoutError) -> bool:
 
 def handle_database_unavailable(error: DBAPIError | PoolTimeoutError) -> Response:
     """503 + Retry-After, never a 500: nothing was written (the transaction rolled back)."""
-    from .db import get_database
+    from .db import NOT_MIGRATED_KIND, classify_failure, get_database
 
-    if _is_connection_failure(error):
+    kind, reason = classify_failure(error)
+    if kind == NOT_MIGRATED_KIND:
+        log.error("database %s", reason)
+        detail = "The database schema is not migrated: run `flask --app statsapi db upgrade`."
+    elif _is_connection_failure(error):
         get_database().health.failed(error)
         detail = "The database is unavailable; the request was not processed."
     elif getattr(getattr(error, "orig", None), "pgcode", None) == _QUERY_CANCELED:
@@ -267,7 +271,10 @@ def handle_operational_error(error: OperationalError) -> Response:
 
 
 def handle_dbapi_error(error: DBAPIError) -> Response:
-    if error.connection_invalidated:
+    from .db import NOT_MIGRATED_KIND, classify_failure
+
+    # A missing table is an operator's step not taken (migrations), not a bug: 503, not 500.
+    if error.connection_invalidated or classify_failure(error)[0] == NOT_MIGRATED_KIND:
         return handle_database_unavailable(error)
     return handle_unexpected(error)
 

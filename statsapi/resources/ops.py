@@ -16,6 +16,14 @@ log = logging.getLogger(__name__)
 
 blp = Blueprint("ops", __name__, description="Liveness and readiness.")
 
+# What /ready says publicly for each failure kind; the full line (with host and port) is logged.
+_PUBLIC_REASONS = {
+    db.UNREACHABLE: "the database is unreachable",
+    db.AUTH_FAILED: "the database refused the credentials (authentication failed)",
+    db.MISSING_DATABASE: "the configured database does not exist",
+    db.ERROR: "the database check failed",
+}
+
 
 @blp.route("/health")
 class Health(MethodView):
@@ -34,11 +42,23 @@ class Ready(MethodView):
     def get(self) -> Any:
         """Readiness: database reachable and migrated to head; Redis optional (degraded)."""
         checks: dict[str, dict[str, Any]] = {}
-        ok = True
+        database = db.get_database()
+        head = current_app.extensions["statsapi.migration_head"]
+        reason = None
         try:
-            with db.get_database().engine.connect() as conn:
+            with database.engine.connect() as conn:
                 revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            head = current_app.extensions["statsapi.migration_head"]
+        except Exception as error:  # any failure means "not ready", never a 500
+            kind, line = db.classify_failure(error, database.engine.url)
+            log.warning("readiness: database %s", line)  # host and port go to the log only
+            if kind == db.NOT_MIGRATED_KIND:
+                checks["database"] = {"status": "ok"}
+                checks["migrations"] = {"status": "not_migrated", "revision": None, "head": head}
+                reason = db.NOT_MIGRATED
+            else:
+                checks["database"] = {"status": kind}
+                reason = _PUBLIC_REASONS.get(kind, "the database check failed")
+        else:
             migrated = head is not None and revision == head  # an unknown head is not ready
             checks["database"] = {"status": "ok"}
             checks["migrations"] = {
@@ -46,11 +66,11 @@ class Ready(MethodView):
                 "revision": revision,
                 "head": head,
             }
-            ok = migrated
-        except Exception:  # any failure means "not ready", never a 500 (details go to the log)
-            log.warning("readiness: database check failed", exc_info=True)
-            checks["database"] = {"status": "down"}
-            ok = False
+            if head is not None and not migrated:
+                reason = f"schema at {revision}, code expects {head}: run `flask --app statsapi db upgrade`"
+            elif head is None:
+                reason = "migrations/ not found: set STATSAPI_MIGRATIONS_DIR"
+        ok = reason is None
         redis = current_app.extensions.get("statsapi.redis")
         degraded_reason = None
         if redis is None:
@@ -62,7 +82,7 @@ class Ready(MethodView):
         if not ok:
             return problem_response(
                 503,
-                "Not ready: the database is unreachable or not migrated to head.",
+                f"Not ready: {reason}.",
                 slug="service-unavailable",
                 headers={"Retry-After": "5"},
                 checks=checks,
