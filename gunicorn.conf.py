@@ -40,6 +40,11 @@ from typing import Any
 
 from gunicorn import util as gunicorn_util
 
+from statsapi.config import load_dotenv_file
+
+# A .env file configures gunicorn (and the app in its workers) as it does `flask run`;
+# variables already in the environment win.
+load_dotenv_file()
 _env = os.environ.get
 
 

@@ -105,7 +105,7 @@ def report_database(app: Flask) -> bool:
     problem = check_database(get_database(app).engine, app.extensions.get("statsapi.migration_head"))
     if problem is None:
         return True
-    log.error("database %s", problem[1], extra={"dependency": "database", "reason": problem[0]})
+    log.error("database: %s", problem[1], extra={"dependency": "database", "reason": problem[0]})
     return False
 
 

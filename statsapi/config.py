@@ -131,7 +131,13 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate settings; raise ConfigError with one clear line."""
+        """Read and validate settings; raise ConfigError with one clear line.
+
+        Without an explicit mapping, a ``.env`` file (see :func:`load_dotenv_file`) fills in
+        what the environment does not set.
+        """
+        if environ is None:
+            load_dotenv_file()
         env_vars = dict(os.environ if environ is None else environ)
         get = env_vars.get
         env = get("STATSAPI_ENV", "development").strip().lower()
@@ -146,6 +152,7 @@ class Settings:
                 raise ConfigError("DATABASE_URL is required in production (a PostgreSQL URL)")
             database_url = f"sqlite:///{Path(instance_path) / 'statsapi.db'}"
         database_url = _normalise_database_url(database_url)
+        _check_database_url(database_url)
         if production and not database_url.startswith("postgresql"):
             raise ConfigError("DATABASE_URL must be a PostgreSQL URL in production")
 
@@ -228,6 +235,22 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+def load_dotenv_file() -> str | None:
+    """Load the nearest ``.env`` (from the working directory upwards) into ``os.environ``,
+    the file ``flask`` itself loads, so gunicorn and the ``statsapi`` script see the same
+    settings. Variables already set in the environment win; ``FLASK_SKIP_DOTENV=1`` skips
+    it, as it does for ``flask``. Returns the file loaded, if any."""
+    if _bool(os.environ.get("FLASK_SKIP_DOTENV", "false") or "false", "FLASK_SKIP_DOTENV"):
+        return None
+    from dotenv import find_dotenv, load_dotenv
+
+    path = find_dotenv(".env", usecwd=True)
+    if not path:
+        return None
+    load_dotenv(path, override=False, encoding="utf-8")
+    return path
+
+
 def _networks(value: str) -> tuple[str, ...]:
     networks = tuple(part.strip() for part in value.split(",") if part.strip())
     for network in networks:
@@ -260,6 +283,25 @@ def _check_strong_secret(secret: str, name: str) -> None:
 
 
 _POSTGRES_SCHEME = re.compile(r"^postgres(ql)?(\+psycopg2)?://")
+
+
+def _check_database_url(url: str) -> None:
+    """A URL SQLAlchemy cannot use fails here, in one line, not deep in create_engine."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 (a non-numeric port only fails when read)
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            "DATABASE_URL is not a database URL (postgresql://user:password@host:5432/name "
+            "or sqlite:///path); special characters in the password must be %-encoded"
+        ) from None
+    if parsed.get_backend_name() not in {"postgresql", "sqlite"}:
+        raise ConfigError(
+            f"DATABASE_URL must be postgresql://... or sqlite:///..., not {parsed.get_backend_name()}://"
+        )
 
 
 def _normalise_database_url(url: str) -> str:

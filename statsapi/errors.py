@@ -243,7 +243,7 @@ def handle_database_unavailable(error: DBAPIError | PoolTimeoutError) -> Respons
 
     kind, reason = classify_failure(error)
     if kind == NOT_MIGRATED_KIND:
-        log.error("database %s", reason)
+        log.error("database: %s", reason)
         detail = "The database schema is not migrated: run `flask --app statsapi db upgrade`."
     elif _is_connection_failure(error):
         get_database().health.failed(error)

@@ -50,7 +50,7 @@ class Ready(MethodView):
                 revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         except Exception as error:  # any failure means "not ready", never a 500
             kind, line = db.classify_failure(error, database.engine.url)
-            log.warning("readiness: database %s", line)  # host and port go to the log only
+            log.warning("readiness: database: %s", line)  # host and port go to the log only
             if kind == db.NOT_MIGRATED_KIND:
                 checks["database"] = {"status": "ok"}
                 checks["migrations"] = {"status": "not_migrated", "revision": None, "head": head}
