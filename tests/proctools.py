@@ -86,20 +86,30 @@ def wait_for_200(url: str, process: subprocess.Popen[str], seconds: float = 60) 
 
 @dataclasses.dataclass
 class Running:
-    """A server started by :func:`server`; ``out`` and ``err`` are filled in once it stopped."""
+    """A server started by :func:`server`; ``out`` and ``err`` are what it has written."""
 
     process: subprocess.Popen[str]
-    out: str = ""
-    err: str = ""
+    logs: Path
+
+    @property
+    def out(self) -> str:
+        return (self.logs / "stdout").read_text(errors="replace")
+
+    @property
+    def err(self) -> str:
+        return (self.logs / "stderr").read_text(errors="replace")
 
 
 @contextmanager
-def server(args: list[str], cwd: Path, url: str, env: Mapping[str, str] | None = None) -> Iterator[Running]:
-    """Start a server (its own process group), wait for a 200 from ``url``, stop it after."""
+def server(
+    args: list[str], cwd: Path, url: str, env: Mapping[str, str] | None = None
+) -> Iterator[Running]:
+    """Start a server (its own process group), wait for a 200 from ``url``, stop it after.
+    Its output stays readable after it stopped, until the ``with`` block ends."""
     # Files, not pipes: a chatty server must never block on a pipe nobody reads yet.
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        running = Running(
-            subprocess.Popen(
+    with tempfile.TemporaryDirectory(prefix="statsapi-server-") as logs:
+        with open(Path(logs) / "stdout", "w") as out, open(Path(logs) / "stderr", "w") as err:
+            process = subprocess.Popen(
                 args,
                 cwd=cwd,
                 env=clean_env(env),
@@ -109,15 +119,15 @@ def server(args: list[str], cwd: Path, url: str, env: Mapping[str, str] | None =
                 text=True,
                 start_new_session=True,
             )
-        )
+        running = Running(process, Path(logs))
         try:
-            wait_for_200(url, running.process)
+            try:
+                wait_for_200(url, process)
+            except AssertionError as error:
+                raise AssertionError(f"{error}; its last words:\n{running.err[-800:]}") from None
             yield running
         finally:
-            stop(running.process)
-            for log in (out, err):
-                log.seek(0)
-            running.out, running.err = out.read(), err.read()
+            stop(process)
 
 
 def stop(process: subprocess.Popen[str]) -> None:

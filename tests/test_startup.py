@@ -261,8 +261,7 @@ def test_dev_server_banner_is_plain_text(tmp_path: Path) -> None:
     args = [str(BIN / "flask"), "--app", "statsapi", "run", "--port", str(port)]
 
     with server(args, tmp_path, f"http://127.0.0.1:{port}/health") as running:
-        pass
-    out, err = running.out, running.err
+        out, err = running.out, running.err  # the banner comes before the first answer
 
     assert f"Running on http://127.0.0.1:{port}" in err
     banner = [line for line in (out + err).splitlines() if "Running on" in line]
