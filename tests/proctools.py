@@ -101,9 +101,7 @@ class Running:
 
 
 @contextmanager
-def server(
-    args: list[str], cwd: Path, url: str, env: Mapping[str, str] | None = None
-) -> Iterator[Running]:
+def server(args: list[str], cwd: Path, url: str, env: Mapping[str, str] | None = None) -> Iterator[Running]:
     """Start a server (its own process group), wait for a 200 from ``url``, stop it after.
     Its output stays readable after it stopped, until the ``with`` block ends."""
     # Files, not pipes: a chatty server must never block on a pipe nobody reads yet.
