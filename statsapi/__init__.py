@@ -44,6 +44,13 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     A mapping is read like the environment, e.g. ``create_app({"DATABASE_URL": ...})``.
     """
     settings = config if isinstance(config, Settings) else preflight(config)
+    if config is None:
+        from .bootstrap import invocation
+
+        if invocation() == "help":  # `flask --help`: list the commands, build nothing
+            from .cli import help_app
+
+            return help_app(settings)
 
     from . import cli, db, errors, headers, logs, metrics, security
     from .backends import init_backends

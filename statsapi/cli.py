@@ -19,14 +19,13 @@ from typing import Any, TypeVar
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy import delete, select
-from sqlalchemy.exc import SQLAlchemyError
 
 from .clock import utcnow
 from .config import Settings
-from .db import describe_failure, get_database, mark_owners_changed, rowcount
-from .models import ROLES, TokenFamily, User
-from .schemas.users import PASSWORD_MAX, PASSWORD_MIN, USERNAME
+
+# SQLAlchemy, the models and the schemas are imported inside the commands: `flask --help`
+# lists the commands without loading any of them (see help_app).
+ROLE_NAMES = ("user", "analyst", "admin")  # statsapi.models.ROLES (tests keep them equal)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +40,10 @@ def database_errors_in_one_line(command: F) -> F:
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from .db import describe_failure, get_database
+
         try:
             return command(*args, **kwargs)
         except SQLAlchemyError as error:
@@ -51,6 +54,8 @@ def database_errors_in_one_line(command: F) -> F:
 
 
 def _read_password(password_stdin: bool, env_name: str | None) -> str:
+    from .schemas.users import PASSWORD_MAX, PASSWORD_MIN
+
     if env_name:
         password = os.environ.get(env_name, "")
         if not password:
@@ -65,6 +70,8 @@ def _read_password(password_stdin: bool, env_name: str | None) -> str:
 
 
 def _create_user(username: str, password: str, role: str, if_missing: bool) -> None:
+    from .db import get_database
+    from .schemas.users import USERNAME
     from .services import users
     from .services.errors import Conflict
 
@@ -103,7 +110,7 @@ def create_admin(username: str, password_stdin: bool, password_env: str | None, 
 
 @click.command("create-user")
 @click.argument("username")
-@click.option("--role", type=click.Choice([r.value for r in ROLES]), default="user", show_default=True)
+@click.option("--role", type=click.Choice(ROLE_NAMES), default="user", show_default=True)
 @click.option("--password-stdin", is_flag=True)
 @click.option("--password-env", metavar="NAME")
 @with_appcontext
@@ -170,6 +177,7 @@ def set_password(username: str, from_stdin: bool) -> None:
     Prompts twice, or reads one line from standard input with --stdin. Every token the
     user holds stops working at once, and the change is written to the audit log.
     """
+    from .db import get_database
     from .security import hash_password
     from .services import audit, users
 
@@ -235,6 +243,10 @@ class SeedProgress:
 @database_errors_in_one_line
 def seed(count: int, owners: tuple[str, ...], random_seed: int | None, batch_size: int) -> None:
     """Insert COUNT realistic fake records, fast (bulk inserts, one audit entry)."""
+    from sqlalchemy import select
+
+    from .db import get_database, mark_owners_changed
+    from .models import User
     from .services import audit
     from .services import records as record_service
 
@@ -302,7 +314,11 @@ def db_current() -> None:
 @database_errors_in_one_line
 def purge() -> None:
     """Delete expired idempotency keys and expired token families."""
+    from sqlalchemy import delete
+
+    from .db import get_database, rowcount
     from .idempotency import purge_expired
+    from .models import TokenFamily
 
     session = get_database().new_session()
     try:
@@ -312,6 +328,18 @@ def purge() -> None:
         click.echo(f"purged {keys} idempotency keys and {families} token families")
     finally:
         session.close()
+
+
+def help_app(settings: Settings) -> Flask:
+    """A bare app for `flask --help`: the same commands, none of the extensions, no database
+    (building the real app costs a second of imports and touches the database)."""
+    from flask_smorest.spec import openapi_cli
+
+    app = Flask("statsapi")
+    app.extensions["statsapi.settings"] = settings
+    init_app(app)
+    app.cli.add_command(openapi_cli)
+    return app
 
 
 def init_app(app: Flask) -> None:

@@ -152,9 +152,9 @@ class Settings:
                 raise ConfigError("DATABASE_URL is required in production (a PostgreSQL URL)")
             database_url = f"sqlite:///{Path(instance_path) / 'statsapi.db'}"
         database_url = _normalise_database_url(database_url)
-        _check_database_url(database_url)
         if production and not database_url.startswith("postgresql"):
             raise ConfigError("DATABASE_URL must be a PostgreSQL URL in production")
+        _check_database_url(database_url)
 
         redis_url = get("REDIS_URL", "").strip()
         if production and not redis_url:

@@ -288,6 +288,13 @@ def test_openapi_write_produces_the_committed_file(clean: Flask, tmp_path: Path)
     )
 
 
+def test_the_cli_offers_exactly_the_model_roles() -> None:
+    from statsapi.cli import ROLE_NAMES
+    from statsapi.models import ROLES
+
+    assert tuple(role.value for role in ROLES) == ROLE_NAMES
+
+
 # -- set-password (admin recovery) ------------------------------------------------------------
 NEW_PASSWORD = "a brand new admin password"
 
