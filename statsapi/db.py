@@ -82,7 +82,7 @@ UNREACHABLE, AUTH_FAILED, MISSING_DATABASE, NOT_MIGRATED_KIND, ERROR = (
 )
 _MISSING_DATABASE = re.compile(r'database "([^"]*)" does not exist')
 _MISSING_ROLE = re.compile(r'role "([^"]*)" does not exist')
-_BAD_PASSWORD = re.compile(r'(password authentication failed for user "[^"]*")')
+_BAD_PASSWORD = re.compile(r'password authentication failed for user "([^"]*)"')
 _UNREACHABLE_HINTS = (
     "connection refused",
     "could not connect",
@@ -131,7 +131,7 @@ def classify_failure(error: BaseException, url: str | URL | None = None) -> tupl
     if found := _MISSING_DATABASE.search(message):
         return MISSING_DATABASE, f'database "{found.group(1)}" does not exist'
     if found := _BAD_PASSWORD.search(message):
-        return AUTH_FAILED, f"authentication failed: {found.group(1)}"
+        return AUTH_FAILED, f'authentication failed for user "{found.group(1)}" (wrong password)'
     if found := _MISSING_ROLE.search(message):
         return AUTH_FAILED, f'authentication failed: role "{found.group(1)}" does not exist'
     if "authentication" in lowered or "no password supplied" in lowered or "pg_hba.conf" in lowered:

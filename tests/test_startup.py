@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from statsapi.migrate import head_revision
 
 from .apitools import assert_problem
 from .conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE, TEST_SECRET, settings_env
+from .pg_tools import ThrowawayPostgres, _as_postgres, _bin
 from .proctools import BIN, flask, http_status, server
 from .redis_tools import free_port
 
@@ -297,3 +300,67 @@ def test_settings_env_is_not_read_from_dotenv(tmp_path: Path, monkeypatch: pytes
 
     assert app.extensions["statsapi.settings"].docs_enabled is True
     get_database(app).dispose()
+
+
+# -- the log line of a failing request, and a real password refusal ----------------------------
+def test_a_request_on_an_unreachable_database_logs_why(
+    make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    url = _closed_port_url()
+    app = make_app(DATABASE_URL=url)
+
+    response = app.test_client().post("/api/auth/login", json={"username": "alice", "password": "x" * 12})
+
+    assert_problem(response, 503, "/problems/service-unavailable")
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    messages = [r.getMessage() for r in caplog.records if r.name == "statsapi.db"]
+    assert f"database unavailable (unreachable at 127.0.0.1:{port}): requests get 503" in messages
+
+
+@pytest.fixture
+def password_postgres() -> Iterator[ThrowawayPostgres]:
+    """A throwaway cluster that wants a password over TCP (the others trust everyone)."""
+    server = ThrowawayPostgres()
+    server.start()
+    try:
+        conn = psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres", dbname="postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("ALTER ROLE postgres PASSWORD 'the-right-password'")
+        conn.close()
+        (server.data / "pg_hba.conf").write_text(
+            "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        subprocess.run(
+            _as_postgres(_bin("pg_ctl"), "-D", str(server.data), "reload"), check=True, capture_output=True
+        )
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.mark.slow
+def test_a_wrong_password_is_named(
+    password_postgres: ThrowawayPostgres, make_app: Callable[..., Flask]
+) -> None:
+    url = f"postgresql+psycopg2://postgres:wrong-password@127.0.0.1:{password_postgres.port}/postgres"
+    deadline = time.monotonic() + 10
+    problem = None
+    while time.monotonic() < deadline:  # the reload takes effect asynchronously
+        engine = create_engine(url)
+        try:
+            problem = check_database(engine, head_revision())
+        finally:
+            engine.dispose()
+        if problem and problem[0] == "auth_failed":
+            break
+        time.sleep(0.2)
+
+    assert problem == (
+        "auth_failed",
+        'authentication failed for user "postgres" (wrong password)',
+    )
+    ready = make_app(DATABASE_URL=url).test_client().get("/ready")
+    assert assert_problem(ready, 503, "/problems/service-unavailable")["checks"]["database"] == {
+        "status": "auth_failed"
+    }
