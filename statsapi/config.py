@@ -15,6 +15,7 @@ import ipaddress
 import os
 import re
 import secrets
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -285,23 +286,25 @@ def _check_strong_secret(secret: str, name: str) -> None:
 _POSTGRES_SCHEME = re.compile(r"^postgres(ql)?(\+psycopg2)?://")
 
 
-def _check_database_url(url: str) -> None:
-    """A URL SQLAlchemy cannot use fails here, in one line, not deep in create_engine."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+_URL_SCHEME = re.compile(r"^([a-z][a-z0-9]*)(\+[a-z0-9_]+)?://", re.IGNORECASE)
 
+
+def _check_database_url(url: str) -> None:
+    """A URL SQLAlchemy cannot use fails here, in one line, not deep in create_engine.
+    (Parsed by hand: importing SQLAlchemy here would slow every `flask --help`.)"""
+    scheme = _URL_SCHEME.match(url)
     try:
-        parsed = make_url(url)
-        parsed.port  # noqa: B018 (a non-numeric port only fails when read)
-    except (ArgumentError, ValueError):
+        port = urllib.parse.urlsplit(url).port if scheme else None  # a non-numeric port raises
+    except ValueError:
+        scheme = None
+    if scheme is None or (port is not None and not 0 < port < 65536):
         raise ConfigError(
             "DATABASE_URL is not a database URL (postgresql://user:password@host:5432/name "
             "or sqlite:///path); special characters in the password must be %-encoded"
-        ) from None
-    if parsed.get_backend_name() not in {"postgresql", "sqlite"}:
-        raise ConfigError(
-            f"DATABASE_URL must be postgresql://... or sqlite:///..., not {parsed.get_backend_name()}://"
         )
+    backend = scheme.group(1).lower()
+    if backend not in {"postgresql", "sqlite"}:
+        raise ConfigError(f"DATABASE_URL must be postgresql://... or sqlite:///..., not {backend}://")
 
 
 def _normalise_database_url(url: str) -> str:

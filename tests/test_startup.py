@@ -364,3 +364,29 @@ def test_a_wrong_password_is_named(
     assert assert_problem(ready, 503, "/problems/service-unavailable")["checks"]["database"] == {
         "status": "auth_failed"
     }
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("garbage", "DATABASE_URL is not a database URL"),
+        ("postgresql://u@host:notaport/db", "DATABASE_URL is not a database URL"),
+        ("postgresql://u@host:99999/db", "DATABASE_URL is not a database URL"),
+        ("mysql://u@host/db", "DATABASE_URL must be postgresql://... or sqlite:///..., not mysql://"),
+    ],
+)
+def test_unusable_database_urls_are_configuration_errors(url: str, message: str) -> None:
+    from statsapi.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"STATSAPI_ENV": "development", "DATABASE_URL": url})
+
+    assert str(raised.value).startswith(message)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("url", ["postgres://u:p%40ss@db:5432/x", "sqlite:///relative.db", "sqlite://"])
+def test_usable_database_urls_pass(url: str) -> None:
+    from statsapi.config import Settings
+
+    assert Settings.from_env({"STATSAPI_ENV": "testing", "DATABASE_URL": url}).database_url
