@@ -92,7 +92,20 @@ def start(app: Flask, why: Invocation | None = None) -> None:
             "(tokens die on restart). Set JWT_SECRET_KEY outside development."
         )
     if settings.env == "development" and settings.uses_sqlite:
-        prepare_embedded(app, announce=serving)
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from .db import describe_failure
+
+        try:
+            prepare_embedded(app, announce=serving)
+        except (SQLAlchemyError, OSError) as error:
+            # The embedded default cannot work without its file: stop with one line, no traceback.
+            if isinstance(error, OSError):
+                reason = f"cannot create {error.filename or settings.instance_path}: {error.strerror}"
+            else:
+                reason = describe_failure(error, settings.database_url)
+            print(f"statsapi: database: {reason}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
     elif serving and settings.env != "testing":
         report_database(app)
 

@@ -196,6 +196,17 @@ def test_a_malformed_database_url_is_one_line(tmp_path: Path) -> None:
     ]
 
 
+def test_the_embedded_default_in_a_missing_directory_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-dir" / "statsapi.db"
+
+    result = flask("run", "--port", str(free_port()), cwd=tmp_path, env={"DATABASE_URL": f"sqlite:///{path}"})
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"statsapi: database: cannot open the SQLite file {path} (does its directory exist?)"
+    ]
+
+
 def test_a_command_on_a_missing_database_fails_in_one_line(tmp_path: Path) -> None:
     result = flask(
         "seed", "--count", "1", cwd=tmp_path,
