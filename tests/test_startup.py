@@ -401,3 +401,22 @@ def test_usable_database_urls_pass(url: str) -> None:
     from statsapi.config import Settings
 
     assert Settings.from_env({"STATSAPI_ENV": "testing", "DATABASE_URL": url}).database_url
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], "help"),
+        (["--app", "statsapi"], "help"),
+        (["--app", "statsapi", "--help"], "help"),
+        (["--app", "statsapi", "seed", "--help"], "help"),
+        (["--app", "statsapi", "run", "--port", "8000"], "serve"),
+        (["-A", "run", "seed", "--count", "5"], "command"),  # an app named "run" is not the command
+        (["--debug", "--app", "statsapi", "set-password", "admin"], "command"),
+    ],
+)
+def test_invocation_reads_the_flask_command_line(argv: list[str], expected: str) -> None:
+    from statsapi.bootstrap import invocation
+
+    assert invocation(argv) == expected
+    assert invocation() == "serve"  # no CLI around: gunicorn, a WSGI import, tests
