@@ -1,4 +1,4 @@
-"""gunicorn settings for statsapi: ``gunicorn -c gunicorn.conf.py statsapi.wsgi:app``.
+"""gunicorn settings for statsapi: ``gunicorn -c gunicorn.conf.py`` (serves ``statsapi.wsgi:app``).
 
 Every value can be changed from the environment without editing this file:
 
@@ -51,6 +51,11 @@ from typing import Any
 from gunicorn import glogging
 from gunicorn import util as gunicorn_util
 
+from statsapi.config import load_dotenv_file
+
+# A .env file configures gunicorn (and the app in its workers) as it does `flask run`;
+# variables already in the environment win.
+load_dotenv_file()
 _env = os.environ.get
 
 
@@ -76,6 +81,9 @@ if not _env("PROMETHEUS_MULTIPROC_DIR"):
 METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 # ---- server -----------------------------------------------------------------------------------
+# The app to serve, so `gunicorn -c gunicorn.conf.py` works as the README shows (an app
+# given on the command line still wins).
+wsgi_app = "statsapi.wsgi:app"
 bind = [_env("GUNICORN_BIND") or f"0.0.0.0:{_env('PORT') or '8000'}"]
 workers = _non_negative_int("WEB_CONCURRENCY", _default_workers()) or 1
 worker_class = "statsapi.gunicorn_worker.ThreadWorker"

@@ -1,35 +1,61 @@
 """Command line: ``flask --app statsapi <command>``.
 
-create-admin, create-user, seed, db upgrade|current, purge — and ``openapi write``
-(from flask-smorest) to export the spec.
+create-admin, create-user, set-password, seed, db upgrade|current, purge — and
+``openapi write`` (from flask-smorest) to export the spec. A database failure ends a
+command with one line saying why (statsapi.db.describe_failure), not a traceback.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import random
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
-from sqlalchemy import delete, select
 
 from .clock import utcnow
 from .config import Settings
-from .db import get_database, mark_owners_changed, rowcount
-from .models import ROLES, TokenFamily, User
-from .schemas.users import PASSWORD_MAX, PASSWORD_MIN, USERNAME
+
+# SQLAlchemy, the models and the schemas are imported inside the commands: `flask --help`
+# lists the commands without loading any of them (see help_app).
+ROLE_NAMES = ("user", "analyst", "admin")  # statsapi.models.ROLES (tests keep them equal)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _settings() -> Settings:
     return current_app.extensions["statsapi.settings"]
 
 
+def database_errors_in_one_line(command: F) -> F:
+    """A command whose database fails says why in one line (exit 1), e.g.
+    'database "x" does not exist' or 'schema not migrated: run ...'."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from .db import describe_failure, get_database
+
+        try:
+            return command(*args, **kwargs)
+        except SQLAlchemyError as error:
+            reason = describe_failure(error, get_database(current_app).engine.url)
+            raise click.ClickException(f"database: {reason}") from None
+
+    return run  # type: ignore[return-value]
+
+
 def _read_password(password_stdin: bool, env_name: str | None) -> str:
+    from .schemas.users import PASSWORD_MAX, PASSWORD_MIN
+
     if env_name:
         password = os.environ.get(env_name, "")
         if not password:
@@ -44,7 +70,9 @@ def _read_password(password_stdin: bool, env_name: str | None) -> str:
 
 
 def _create_user(username: str, password: str, role: str, if_missing: bool) -> None:
+    from .db import get_database
     from .problems import Conflict
+    from .schemas.users import USERNAME
     from .services import users
 
     if not USERNAME.fullmatch(username):
@@ -72,6 +100,7 @@ def _create_user(username: str, password: str, role: str, if_missing: bool) -> N
 @click.option("--password-env", metavar="NAME", help="Read the password from this environment variable.")
 @click.option("--if-missing", is_flag=True, help="Succeed quietly when the user exists (compose bootstrap).")
 @with_appcontext
+@database_errors_in_one_line
 def create_admin(username: str, password_stdin: bool, password_env: str | None, if_missing: bool) -> None:
     """Create an admin user."""
     if not password_env and not password_stdin and os.environ.get("BOOTSTRAP_ADMIN_PASSWORD"):
@@ -81,10 +110,11 @@ def create_admin(username: str, password_stdin: bool, password_env: str | None, 
 
 @click.command("create-user")
 @click.argument("username")
-@click.option("--role", type=click.Choice([r.value for r in ROLES]), default="user", show_default=True)
+@click.option("--role", type=click.Choice(ROLE_NAMES), default="user", show_default=True)
 @click.option("--password-stdin", is_flag=True)
 @click.option("--password-env", metavar="NAME")
 @with_appcontext
+@database_errors_in_one_line
 def create_user(username: str, role: str, password_stdin: bool, password_env: str | None) -> None:
     """Create a user with a role."""
     _create_user(username, _read_password(password_stdin, password_env), role, False)
@@ -136,6 +166,72 @@ def fake_records(owner_ids: list[int], count: int, rng: random.Random) -> list[d
     return rows
 
 
+@click.command("set-password")
+@click.argument("username")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the new password from standard input.")
+@with_appcontext
+@database_errors_in_one_line
+def set_password(username: str, from_stdin: bool) -> None:
+    """Set USERNAME's password (e.g. a lost admin password).
+
+    Prompts twice, or reads one line from standard input with --stdin. Every token the
+    user holds stops working at once, and the change is written to the audit log.
+    """
+    from .auth.passwords import hash_password
+    from .db import get_database
+    from .services import audit, users
+
+    password = _read_password(from_stdin, None)
+    session = get_database(current_app).new_session()
+    try:
+        user = users.find_by_username(session, username=username)
+        if user is None:
+            raise click.ClickException(f"no user named {username.lower()!r}")
+        if password.lower() == user.username:
+            raise click.UsageError("the password must differ from the username")
+        before = user.snapshot()
+        user.password_hash = hash_password(password)
+        users.revoke_all_tokens(user)
+        audit.record(
+            session,
+            actor_id=None,
+            action="user.password_reset",
+            target_type="user",
+            target_id=user.id,
+            before=before,
+            after={**user.snapshot(), "password_reset": True},
+            reason="set-password on the command line",
+        )
+        session.commit()
+        click.echo(f"password set for {user.username!r}; every token it held is revoked")
+    finally:
+        session.close()
+
+
+class SeedProgress:
+    """Rows done, rows/s and ETA on one rewritten line, only when stdout is a terminal."""
+
+    def __init__(self, total: int, *, enabled: bool | None = None) -> None:
+        self.total = total
+        self.enabled = sys.stdout.isatty() if enabled is None else enabled
+        self.started = time.perf_counter()
+
+    def line(self, done: int, now: float | None = None) -> str:
+        elapsed = max((time.perf_counter() if now is None else now) - self.started, 1e-6)
+        rate = done / elapsed
+        eta = (self.total - done) / rate if rate else 0.0
+        percent = 100 * done // self.total
+        return f"{done:,}/{self.total:,} rows ({percent}%)  {rate:,.0f} rows/s  ETA {eta:.0f}s"
+
+    def update(self, done: int) -> None:
+        if self.enabled:
+            click.echo(f"\r\x1b[K{self.line(done)}", nl=False)
+
+    def finish(self) -> None:
+        if self.enabled:
+            click.echo()
+
+
 @click.command("seed")
 @click.option("--count", default=1000, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option(
@@ -144,8 +240,13 @@ def fake_records(owner_ids: list[int], count: int, rng: random.Random) -> list[d
 @click.option("--random-seed", default=None, type=int, help="Make the data reproducible.")
 @click.option("--batch-size", default=10_000, show_default=True, type=click.IntRange(100, 100_000))
 @with_appcontext
+@database_errors_in_one_line
 def seed(count: int, owners: tuple[str, ...], random_seed: int | None, batch_size: int) -> None:
     """Insert COUNT realistic fake records, fast (bulk inserts, one audit entry)."""
+    from sqlalchemy import select
+
+    from .db import get_database, mark_owners_changed
+    from .models import User
     from .services import audit
     from .services import records as record_service
 
@@ -159,11 +260,14 @@ def seed(count: int, owners: tuple[str, ...], random_seed: int | None, batch_siz
         if not owner_ids or (owners and len(owner_ids) != len(set(owners))):
             raise click.ClickException("no such owner(s); create users first (create-admin / create-user)")
         started = time.perf_counter()
+        progress = SeedProgress(count)
         done = 0
         while done < count:
             size = min(batch_size, count - done)
             record_service.bulk_insert(session, fake_records(owner_ids, size, rng))
             done += size
+            progress.update(done)
+        progress.finish()
         audit.record(
             session,
             actor_id=None,
@@ -186,6 +290,7 @@ db_cli = AppGroup("db", help="Database schema (Alembic).")
 @db_cli.command("upgrade")
 @click.argument("revision", default="head")
 @with_appcontext
+@database_errors_in_one_line
 def db_upgrade(revision: str) -> None:
     """Migrate the database to REVISION (default: head)."""
     from .migrate import upgrade
@@ -196,6 +301,7 @@ def db_upgrade(revision: str) -> None:
 
 @db_cli.command("current")
 @with_appcontext
+@database_errors_in_one_line
 def db_current() -> None:
     """Print the database's migration revision."""
     from .migrate import current_revision
@@ -205,9 +311,14 @@ def db_current() -> None:
 
 @click.command("purge")
 @with_appcontext
+@database_errors_in_one_line
 def purge() -> None:
     """Delete expired idempotency keys and expired token families."""
+    from sqlalchemy import delete
+
+    from .db import get_database, rowcount
     from .http.idempotency import purge_expired
+    from .models import TokenFamily
 
     session = get_database(current_app).new_session()
     try:
@@ -219,8 +330,20 @@ def purge() -> None:
         session.close()
 
 
+def help_app(settings: Settings) -> Flask:
+    """A bare app for `flask --help`: the same commands, none of the extensions, no database
+    (building the real app costs a second of imports and touches the database)."""
+    from flask_smorest.spec import openapi_cli
+
+    app = Flask("statsapi")
+    app.extensions["statsapi.settings"] = settings
+    init_app(app)
+    app.cli.add_command(openapi_cli)
+    return app
+
+
 def init_app(app: Flask) -> None:
-    for command in (create_admin, create_user, seed, db_cli, purge):
+    for command in (create_admin, create_user, set_password, seed, db_cli, purge):
         app.cli.add_command(command)
 
 
@@ -228,4 +351,7 @@ def main() -> None:
     """``statsapi`` console script: the same commands without ``flask --app``."""
     from .factory import create_app
 
-    create_app().cli.main(prog_name="statsapi")
+    # Built inside a click context, so create_app knows a command (or help) is coming, not a server.
+    with click.Context(click.Command("statsapi")):
+        app = create_app()
+    app.cli.main(prog_name="statsapi")

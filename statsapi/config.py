@@ -15,10 +15,12 @@ import ipaddress
 import os
 import re
 import secrets
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dotenv import find_dotenv, load_dotenv
 from limits import parse_many
 
 ENVIRONMENTS = ("development", "production", "testing")
@@ -133,7 +135,13 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate settings; raise ConfigError with one clear line."""
+        """Read and validate settings; raise ConfigError with one clear line.
+
+        Without an explicit mapping, a ``.env`` file (see :func:`load_dotenv_file`) fills in
+        what the environment does not set.
+        """
+        if environ is None:
+            load_dotenv_file()
         env_vars = dict(os.environ if environ is None else environ)
         get = env_vars.get
         env = get("STATSAPI_ENV", "development").strip().lower()
@@ -150,6 +158,7 @@ class Settings:
         database_url = _normalise_database_url(database_url)
         if production and not database_url.startswith("postgresql"):
             raise ConfigError("DATABASE_URL must be a PostgreSQL URL in production")
+        _check_database_url(database_url)
 
         redis_url = get("REDIS_URL", "").strip()
         if production and not redis_url:
@@ -228,6 +237,20 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+def load_dotenv_file() -> str | None:
+    """Load the nearest ``.env`` (from the working directory upwards) into ``os.environ``,
+    the file ``flask`` itself loads, so gunicorn and the ``statsapi`` script see the same
+    settings. Variables already set in the environment win; ``FLASK_SKIP_DOTENV=1`` skips
+    it, as it does for ``flask``. Returns the file loaded, if any."""
+    if _bool(os.environ.get("FLASK_SKIP_DOTENV", "false") or "false", "FLASK_SKIP_DOTENV"):
+        return None
+    path = find_dotenv(".env", usecwd=True)
+    if not path:
+        return None
+    load_dotenv(path, override=False, encoding="utf-8")
+    return path
+
+
 def _networks(value: str) -> tuple[str, ...]:
     networks = tuple(part.strip() for part in value.split(",") if part.strip())
     for network in networks:
@@ -260,6 +283,27 @@ def _check_strong_secret(secret: str, name: str) -> None:
 
 
 _POSTGRES_SCHEME = re.compile(r"^postgres(ql)?(\+psycopg2)?://")
+
+
+_URL_SCHEME = re.compile(r"^([a-z][a-z0-9]*)(\+[a-z0-9_]+)?://", re.IGNORECASE)
+
+
+def _check_database_url(url: str) -> None:
+    """A URL SQLAlchemy cannot use fails here, in one line, not deep in create_engine.
+    (Parsed by hand: importing SQLAlchemy here would slow every `flask --help`.)"""
+    scheme = _URL_SCHEME.match(url)
+    try:
+        port = urllib.parse.urlsplit(url).port if scheme else None  # a non-numeric port raises
+    except ValueError:
+        scheme = None
+    if scheme is None or (port is not None and not 0 < port < 65536):
+        raise ConfigError(
+            "DATABASE_URL is not a database URL (postgresql://user:password@host:5432/name "
+            "or sqlite:///path); special characters in the password must be %-encoded"
+        )
+    backend = scheme.group(1).lower()
+    if backend not in {"postgresql", "sqlite"}:
+        raise ConfigError(f"DATABASE_URL must be postgresql://... or sqlite:///..., not {backend}://")
 
 
 def _normalise_database_url(url: str) -> str:

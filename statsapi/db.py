@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, create_engine, event
-from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, create_engine, event, text
+from sqlalchemy.engine import URL, Dialect, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import DeclarativeBase, Session, object_session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
@@ -70,11 +72,106 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.astimezone(dt.UTC)
 
 
+NOT_MIGRATED = "schema not migrated: run `flask --app statsapi db upgrade`"
+
+# What a database failure means for the operator: a short kind (what /ready publishes)
+# and one line that says why (what the log says). Anything unrecognised is "error".
+UNREACHABLE, AUTH_FAILED, MISSING_DATABASE, NOT_MIGRATED_KIND, ERROR = (
+    "unreachable",
+    "auth_failed",
+    "missing_database",
+    "not_migrated",
+    "error",
+)
+_MISSING_DATABASE = re.compile(r'database "([^"]*)" does not exist')
+_MISSING_ROLE = re.compile(r'role "([^"]*)" does not exist')
+_BAD_PASSWORD = re.compile(r'password authentication failed for user "([^"]*)"')
+_UNREACHABLE_HINTS = (
+    "connection refused",
+    "could not connect",
+    "could not translate host name",
+    "timeout expired",
+    "no route to host",
+    "network is unreachable",
+    "server closed the connection",
+    "connection timed out",
+    "name or service not known",
+)
+# SQLSTATE 42P01 undefined_table, 42703 undefined_column: the schema is older than the code.
+_SCHEMA_BEHIND_CODES = {"42P01", "42703"}
+
+
+def _where(url: str | URL | None) -> str:
+    if url is None:
+        return "the configured address"
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except Exception:  # an unparsable URL has no address to show
+        return "the configured address"
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or ":memory:"
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+
+
+def classify_failure(error: BaseException, url: str | URL | None = None) -> tuple[str, str]:
+    """``(kind, one line)`` for a failed database operation; never a traceback.
+
+    ``url`` (the engine's) names the address in "unreachable at host:port", which the
+    driver's message does not always carry (an unknown host name, a timeout).
+    """
+    if isinstance(error, ArgumentError | NoSuchModuleError):
+        return ERROR, "DATABASE_URL is not a usable database URL (postgresql://... or sqlite:///...)"
+    if isinstance(error, PoolTimeoutError):
+        return UNREACHABLE, "no free connection in the pool in time (too many slow requests)"
+    orig = getattr(error, "orig", None) or error
+    message = " ".join(str(orig).split())
+    lowered = message.lower()
+    if getattr(orig, "pgcode", None) in _SCHEMA_BEHIND_CODES or "no such table" in lowered:
+        return NOT_MIGRATED_KIND, NOT_MIGRATED
+    if found := _MISSING_DATABASE.search(message):
+        return MISSING_DATABASE, f'database "{found.group(1)}" does not exist'
+    if found := _BAD_PASSWORD.search(message):
+        return AUTH_FAILED, f'authentication failed for user "{found.group(1)}" (wrong password)'
+    if found := _MISSING_ROLE.search(message):
+        return AUTH_FAILED, f'authentication failed: role "{found.group(1)}" does not exist'
+    if "authentication" in lowered or "no password supplied" in lowered or "pg_hba.conf" in lowered:
+        return AUTH_FAILED, "authentication failed"
+    if "unable to open database file" in lowered:
+        return UNREACHABLE, f"cannot open the SQLite file {_where(url)} (does its directory exist?)"
+    if any(hint in lowered for hint in _UNREACHABLE_HINTS):
+        return UNREACHABLE, f"unreachable at {_where(url)}"
+    first_line = message.split(" LINE ")[0][:200]
+    return ERROR, f"{orig.__class__.__name__}: {first_line}" if first_line else orig.__class__.__name__
+
+
+def describe_failure(error: BaseException, url: str | URL | None = None) -> str:
+    """One line saying why the database failed, e.g. 'database "x" does not exist'."""
+    return classify_failure(error, url)[1]
+
+
+def check_database(engine: Engine, head: str | None) -> tuple[str, str] | None:
+    """None when the database answers and is migrated to ``head``, else ``(kind, one line)``."""
+    try:
+        with engine.connect() as conn:
+            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except Exception as error:  # every failure becomes one classified line
+        return classify_failure(error, engine.url)
+    if revision is None:
+        return NOT_MIGRATED_KIND, NOT_MIGRATED
+    if head is not None and revision != head:
+        return (
+            NOT_MIGRATED_KIND,
+            f"schema at {revision}, code expects {head}: run `flask --app statsapi db upgrade`",
+        )
+    return None
+
+
 class DatabaseHealth:
     """Up/down state of PostgreSQL as requests see it: logged and exported on transitions
     only (a successful connection checkout marks it up, a connection error down)."""
 
-    def __init__(self) -> None:
+    def __init__(self, url: str | URL | None = None) -> None:
+        self._url = url
         self._up = True
         self._lock = threading.Lock()
 
@@ -97,7 +194,8 @@ class DatabaseHealth:
                 DEPENDENCY_UP.labels(dependency="database").set(0)
                 DEGRADED_EVENTS.labels(dependency="database").inc()
             log.error(
-                "database unavailable: requests get 503",
+                "database unavailable (%s): requests get 503",
+                describe_failure(error, self._url),
                 extra={"dependency": "database", "reason": error.__class__.__name__},
             )
 
@@ -178,7 +276,7 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.engine = make_engine(settings)
         self.read_engine = make_engine(settings, autocommit=True)
-        self.health = DatabaseHealth()
+        self.health = DatabaseHealth(self.engine.url)
         for engine in (self.engine, self.read_engine):
             event.listen(engine, "checkout", self.health.ok)
         self.session_factory = sessionmaker(bind=self.engine, expire_on_commit=False)

@@ -11,9 +11,8 @@ from typing import Any, NoReturn
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import __version__, cli, logs
+from . import __version__, bootstrap, cli, logs
 from .auth import tokens
-from .bootstrap import prepare_embedded
 from .config import ConfigError, Settings
 from .db import Database
 from .http import errors, gate, headers, observe, transaction
@@ -54,6 +53,8 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     A mapping is read like the environment, e.g. ``create_app({"DATABASE_URL": ...})``.
     """
     settings = config if isinstance(config, Settings) else preflight(config)
+    if config is None and bootstrap.invocation() == "help":
+        return cli.help_app(settings)  # `flask --help`: list the commands, build nothing
     logs.configure(settings.log_level)
     # No static route: the docs serve their own assets (resources.docs).
     app = Flask("statsapi", instance_path=str(Path(settings.instance_path).resolve()), static_folder=None)
@@ -100,13 +101,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     cli.init_app(app)
     app.extensions["statsapi.migration_head"] = head_revision()
 
-    if settings.jwt_secret_generated:
-        log.warning(
-            "JWT_SECRET_KEY is not set: using a random key for this process only "
-            "(tokens die on restart). Set JWT_SECRET_KEY outside development."
-        )
-    if settings.env == "development" and settings.uses_sqlite:
-        prepare_embedded(app)
+    bootstrap.start(app)  # key warning, embedded first run, database check: what this invocation needs
     return app
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# alembic is imported where it is used: `flask --help` and preflight must not pay for it.
 
 
 def migrations_dir() -> Path | None:
@@ -31,6 +31,8 @@ def migrations_dir() -> Path | None:
 
 
 def alembic_config(database_url: str) -> Config:
+    from alembic.config import Config
+
     location = migrations_dir()
     if location is None:
         raise RuntimeError("migrations/ not found: set STATSAPI_MIGRATIONS_DIR")
@@ -42,6 +44,9 @@ def alembic_config(database_url: str) -> Config:
 
 
 def head_revision() -> str | None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     location = migrations_dir()
     if location is None:
         return None
@@ -51,10 +56,15 @@ def head_revision() -> str | None:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(database_url), revision)
 
 
 def current_revision(database_url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:

@@ -286,3 +286,137 @@ def test_openapi_write_produces_the_committed_file(clean: Flask, tmp_path: Path)
     assert target.read_text() == COMMITTED_SPEC.read_text(), (
         "run `make openapi` and commit openapi/openapi.json"
     )
+
+
+def test_the_cli_offers_exactly_the_model_roles() -> None:
+    from statsapi.cli import ROLE_NAMES
+    from statsapi.models import ROLES
+
+    assert tuple(role.value for role in ROLES) == ROLE_NAMES
+
+
+# -- set-password (admin recovery) ------------------------------------------------------------
+NEW_PASSWORD = "a brand new admin password"
+
+
+def test_set_password_from_stdin_revokes_tokens_and_is_audited(
+    clean: Flask, client: FlaskClient, as_admin: Actor
+) -> None:
+    old_token = as_admin.access_token
+    assert client.get("/api/auth/me", headers={"Authorization": f"Bearer {old_token}"}).status_code == 200
+
+    result = invoke(clean, "set-password", "ROOT", "--stdin", input=f"{NEW_PASSWORD}\n")
+
+    assert result.exit_code == 0, result.output
+    assert "password set for 'root'" in result.output
+    assert NEW_PASSWORD not in result.output
+    assert client.get("/api/auth/me", headers={"Authorization": f"Bearer {old_token}"}).status_code == 401
+    old_login = client.post("/api/auth/login", json={"username": "root", "password": as_admin.password})
+    assert old_login.status_code == 401
+    assert login_role(client, "root", NEW_PASSWORD) == "admin"
+    session = get_database(clean).new_session()
+    try:
+        event = session.scalars(select(AuditEvent).where(AuditEvent.action == "user.password_reset")).one()
+        assert (event.actor_id, event.target) == (None, f"user:{as_admin.user_id}")
+        assert NEW_PASSWORD not in str(event.after)
+    finally:
+        session.close()
+
+
+def test_set_password_prompts_twice(clean: Flask, client: FlaskClient, factory: Factory) -> None:
+    factory.user(username="alice")
+
+    mismatch = invoke(clean, "set-password", "alice", input=f"{NEW_PASSWORD}\nsomething else entirely\n")
+    matched = invoke(clean, "set-password", "alice", input=f"{NEW_PASSWORD}\n{NEW_PASSWORD}\n")
+
+    assert mismatch.exit_code != 0
+    assert matched.exit_code == 0, matched.output
+    assert login_role(client, "alice", NEW_PASSWORD) == "user"
+
+
+@pytest.mark.parametrize(
+    ("username", "stdin", "code", "message"),
+    [
+        ("alice", "short\n", 2, "passwords are 12-128 characters"),
+        ("alice", " " * 16 + "\n", 2, "passwords are 12-128 characters"),
+        ("alice", "x" * 129 + "\n", 2, "passwords are 12-128 characters"),
+        ("alicealicealice", "alicealicealice\n", 2, "must differ from the username"),
+        ("ghost", f"{NEW_PASSWORD}\n", 1, "no user named 'ghost'"),
+    ],
+    ids=["short", "blank", "long", "same-as-username", "unknown-user"],
+)
+def test_set_password_rejects_bad_input(
+    clean: Flask, factory: Factory, username: str, stdin: str, code: int, message: str
+) -> None:
+    existing = factory.user(username="alicealicealice" if username == "alicealicealice" else "alice")
+    events = count(clean, AuditEvent)
+
+    result = invoke(clean, "set-password", username, "--stdin", input=stdin)
+
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert users(clean)[existing.username].password_hash == existing.password_hash
+    assert count(clean, AuditEvent) == events
+
+
+# -- seed progress ---------------------------------------------------------------------------
+def test_seed_progress_line() -> None:
+    from statsapi.cli import SeedProgress
+
+    progress = SeedProgress(10_000, enabled=True)
+
+    assert progress.line(2_500, now=progress.started + 2) == "2,500/10,000 rows (25%)  1,250 rows/s  ETA 6s"
+    assert progress.line(10_000, now=progress.started + 4).endswith("ETA 0s")
+
+
+def test_seed_is_quiet_when_stdout_is_not_a_terminal(clean: Flask, factory: Factory) -> None:
+    factory.user(username="alice")
+
+    result = invoke(clean, "seed", "--count", "300", "--batch-size", "100")
+
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines() == [result.output.strip()]
+    assert result.output.startswith("seeded 300 records")
+    assert "rows/s" not in result.output
+
+
+@pytest.mark.slow
+def test_seed_shows_progress_on_a_terminal(
+    clean: Flask, factory: Factory, pg_url: str, tmp_path: Path
+) -> None:
+    import os
+    import pty
+    import subprocess
+
+    from .conftest import TEST_SECRET
+    from .proctools import BIN, clean_env
+
+    factory.user(username="alice")
+    leader, follower = pty.openpty()
+    env = clean_env({"STATSAPI_ENV": "testing", "DATABASE_URL": pg_url, "JWT_SECRET_KEY": TEST_SECRET})
+    process = subprocess.Popen(
+        [str(BIN / "flask"), "--app", "statsapi", "seed", "--count", "500", "--batch-size", "100"],
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closes when the process exits
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        process.wait(timeout=60)
+        os.close(leader)
+    shown = b"".join(chunks).decode()
+
+    assert process.returncode == 0, shown
+    for done in ("100/500 rows (20%)", "300/500 rows (60%)", "500/500 rows (100%)"):
+        assert done in shown
+    assert "rows/s" in shown and "ETA" in shown
+    assert "seeded 500 records" in shown
+    assert count(clean, Record) == 500

@@ -49,7 +49,7 @@ def test_database_down_then_back(postgres: ThrowawayPostgres, make_app: Callable
     assert_unavailable(client.post("/api/auth/login", json={"username": "alice", "password": alice.password}))
     ready = client.get("/ready")
     assert ready.status_code == 503
-    assert ready.json["checks"]["database"]["status"] == "down"
+    assert ready.json["checks"]["database"]["status"] == "unreachable"
     assert client.get("/health").status_code == 200  # liveness touches nothing
     assert REGISTRY.get_sample_value("statsapi_dependency_up", {"dependency": "database"}) == 0
 

@@ -230,7 +230,7 @@ def test_database_down_is_a_503_problem_with_retry_after(
     ready = client.get("/ready")
     body = assert_problem(ready, 503, "/problems/service-unavailable")
     assert ready.headers["Retry-After"] == "5"
-    assert body["checks"]["database"]["status"] == "down"
+    assert body["checks"]["database"]["status"] == "unreachable"
     # Liveness touches nothing, so it still answers.
     assert client.get("/health").get_json() == {"status": "ok"}
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from ..db import NOT_MIGRATED_KIND, classify_failure
 from ..metrics import AUTH_FAILURES
 from ..problems import PROBLEM_MEDIA_TYPE, VALIDATION_FAILED, Problem, Unavailable, problem_type
 from .transaction import database
@@ -117,7 +118,11 @@ def _is_connection_failure(error: DBAPIError | PoolTimeoutError) -> bool:
 
 def from_database_error(error: DBAPIError | PoolTimeoutError) -> Problem:
     """503 + Retry-After, never a 500: nothing was written (the transaction rolled back)."""
-    if _is_connection_failure(error):
+    kind, reason = classify_failure(error)
+    if kind == NOT_MIGRATED_KIND:
+        log.error("database: %s", reason)
+        detail = "The database schema is not migrated: run `flask --app statsapi db upgrade`."
+    elif _is_connection_failure(error):
         database().health.failed(error)
         detail = "The database is unavailable; the request was not processed."
     elif getattr(getattr(error, "orig", None), "pgcode", None) == _QUERY_CANCELED:
@@ -140,8 +145,10 @@ def to_problem(error: Exception) -> Problem:
         return Problem(
             409, "The request conflicts with existing data or a database constraint.", slug="conflict"
         )
+    # A missing table is an operator's step not taken (migrations), not a bug: 503, not 500.
     if isinstance(error, OperationalError | PoolTimeoutError) or (
-        isinstance(error, DBAPIError) and error.connection_invalidated
+        isinstance(error, DBAPIError)
+        and (error.connection_invalidated or classify_failure(error)[0] == NOT_MIGRATED_KIND)
     ):
         return from_database_error(error)
     log.exception("unhandled exception", exc_info=error)

@@ -7,6 +7,7 @@ from flask import Response, current_app, jsonify
 from flask.views import MethodView
 from sqlalchemy import text
 
+from .. import db
 from ..http.api import Blueprint
 from ..http.transaction import database
 from ..problems import PROBLEM_TYPES, Problem, Unavailable
@@ -15,6 +16,14 @@ from ..schemas.ops import HealthSchema, ProblemTypeSchema, ReadySchema
 log = logging.getLogger(__name__)
 
 blp = Blueprint("ops", __name__, description="Liveness and readiness.")
+
+# What /ready says publicly for each failure kind; the full line (with host and port) is logged.
+_PUBLIC_REASONS = {
+    db.UNREACHABLE: "the database is unreachable",
+    db.AUTH_FAILED: "the database refused the credentials (authentication failed)",
+    db.MISSING_DATABASE: "the configured database does not exist",
+    db.ERROR: "the database check failed",
+}
 
 
 @blp.route("/health")
@@ -33,40 +42,49 @@ class Ready(MethodView):
     @blp.errors(503)
     def get(self) -> Any:
         """Readiness: database reachable and migrated to head; Redis optional (degraded)."""
-        checks: dict[str, dict[str, Any]] = {}
-        ok = True
-        try:
-            with database().engine.connect() as conn:
-                revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            head = current_app.extensions["statsapi.migration_head"]
-            migrated = head is not None and revision == head  # an unknown head is not ready
-            checks["database"] = {"status": "ok"}
-            checks["migrations"] = {
-                "status": "ok" if migrated else ("unknown" if head is None else "behind"),
-                "revision": revision,
-                "head": head,
-            }
-            ok = migrated
-        except Exception:  # any failure means "not ready", never a 500 (details go to the log)
-            log.warning("readiness: database check failed", exc_info=True)
-            checks["database"] = {"status": "down"}
-            ok = False
-        redis = current_app.extensions.get("statsapi.redis")
-        degraded_reason = None
-        if redis is None:
-            checks["redis"] = {"status": "disabled"}
-        else:
-            up, _reason = redis.probe()  # the reason (host, port, error) is logged, not published
-            checks["redis"] = {"status": "ok" if up else "down"}
-            degraded_reason = None if up else "redis unreachable: database fallback, per-process limits"
-        if not ok:
-            raise Unavailable(
-                "Not ready: the database is unreachable or not migrated to head.", checks=checks
-            )
-        body: dict[str, Any] = {"status": "degraded" if degraded_reason else "ready", "checks": checks}
-        if degraded_reason:
-            body["reason"] = degraded_reason
+        checks, reason = _database_checks(database(), current_app.extensions["statsapi.migration_head"])
+        checks["redis"], degraded = _redis_check()
+        if reason is not None:
+            raise Unavailable(f"Not ready: {reason}.", checks=checks)
+        body: dict[str, Any] = {"status": "degraded" if degraded else "ready", "checks": checks}
+        if degraded:
+            body["reason"] = degraded
         return jsonify(body)
+
+
+def _database_checks(database: db.Database, head: str | None) -> tuple[dict[str, Any], str | None]:
+    """The database and migration checks, and why the app is not ready (None: it is)."""
+    try:
+        with database.engine.connect() as conn:
+            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except Exception as error:  # any failure means "not ready", never a 500
+        kind, line = db.classify_failure(error, database.engine.url)
+        log.warning("readiness: database: %s", line)  # host and port go to the log only
+        if kind == db.NOT_MIGRATED_KIND:
+            migrations = {"status": "not_migrated", "revision": None, "head": head}
+            return {"database": {"status": "ok"}, "migrations": migrations}, db.NOT_MIGRATED
+        return {"database": {"status": kind}}, _PUBLIC_REASONS.get(kind, "the database check failed")
+    migrated = head is not None and revision == head  # an unknown head is not ready
+    status = "ok" if migrated else ("unknown" if head is None else "behind")
+    checks = {
+        "database": {"status": "ok"},
+        "migrations": {"status": status, "revision": revision, "head": head},
+    }
+    if head is None:
+        return checks, "migrations/ not found: set STATSAPI_MIGRATIONS_DIR"
+    if not migrated:
+        return checks, f"schema at {revision}, code expects {head}: run `flask --app statsapi db upgrade`"
+    return checks, None
+
+
+def _redis_check() -> tuple[dict[str, str], str | None]:
+    redis = current_app.extensions.get("statsapi.redis")
+    if redis is None:
+        return {"status": "disabled"}, None
+    up, _reason = redis.probe()  # the reason (host, port, error) is logged, not published
+    if up:
+        return {"status": "ok"}, None
+    return {"status": "down"}, "redis unreachable: database fallback, per-process limits"
 
 
 @blp.route("/problems/<slug>")

@@ -4,7 +4,19 @@ import marshmallow as ma
 
 from .fields import Text
 
-CHECK_STATUSES = ["ok", "down", "behind", "unknown", "disabled"]
+CHECK_STATUSES = [
+    "ok",
+    "down",
+    "behind",
+    "unknown",
+    "disabled",
+    # why the database check failed (statsapi.db.classify_failure)
+    "unreachable",
+    "auth_failed",
+    "missing_database",
+    "not_migrated",
+    "error",
+]
 
 
 class HealthSchema(ma.Schema):
