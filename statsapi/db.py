@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, create_engine, event
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, create_engine, event, text
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -205,6 +205,19 @@ def mark_owners_changed(db_session: Session, owner_ids: Iterable[int]) -> None:
 
 def pop_changed_owners(db_session: Session) -> set[int]:
     return db_session.info.pop("changed_owners", set())
+
+
+def database_identity(engine: Engine) -> str:
+    """This database's identity: the random UUID migration 0003 stored in ``deployment``.
+
+    One query (read it once, at start-up). Raises ``LookupError`` when the row is missing and
+    SQLAlchemy's error when the database is unreachable or not migrated that far.
+    """
+    with engine.connect() as conn:
+        identity = conn.execute(text("SELECT identity FROM deployment WHERE id = 1")).scalar_one_or_none()
+    if not identity:
+        raise LookupError("the deployment table has no identity row: run `flask --app statsapi db upgrade`")
+    return str(identity)
 
 
 def rowcount(result: Any) -> int:

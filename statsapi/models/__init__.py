@@ -1,10 +1,21 @@
-"""Tables: users, records, audit events, token families, idempotency keys, currencies."""
+"""Tables: users, records, audit events, token families, idempotency keys, currencies, deployment."""
 
 from .audit import AuditEvent
 from .currency import Currency
+from .deployment import Deployment
 from .idempotency import IdempotencyKey
 from .record import Record
 from .token import TokenFamily
 from .user import ROLES, Role, User
 
-__all__ = ["ROLES", "AuditEvent", "Currency", "IdempotencyKey", "Record", "Role", "TokenFamily", "User"]
+__all__ = [
+    "ROLES",
+    "AuditEvent",
+    "Currency",
+    "Deployment",
+    "IdempotencyKey",
+    "Record",
+    "Role",
+    "TokenFamily",
+    "User",
+]
