@@ -74,7 +74,12 @@ def as_app_role(owner_url: str) -> str:
             grant_app_role(conn, role=APP_ROLE)
     finally:
         engine.dispose()
-    return make_url(owner_url).set(username=APP_ROLE, password=None).render_as_string(hide_password=False)
+    return app_role_url(owner_url)
+
+
+def app_role_url(owner_url: str, role: str = APP_ROLE) -> str:
+    """The same database, logging in as ``role`` (trust authentication on loopback)."""
+    return make_url(owner_url).set(username=role, password=None).render_as_string(hide_password=False)
 
 
 def owner_engine(flask_app: Flask) -> Engine:

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, create_engine, text
 from statsapi.dbroles import DML, TABLE_PRIVILEGES, AppRoleError, grant_app_role, table_privileges
 from statsapi.migrate import upgrade
 
-from .conftest import APP_ROLE, PG_ADMIN_DSN, PG_URL_TEMPLATE, owner_engine
+from .conftest import APP_ROLE, PG_ADMIN_DSN, PG_URL_TEMPLATE, app_role_url, owner_engine
 from .factories import Actor, Factory, record_body
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -258,7 +258,7 @@ def test_grant_app_role_command_creates_sets_password_and_rotates(
     assert rotated.exit_code == 0, rotated.output
     assert _verifier(role) not in {None, verifier}
 
-    app_url = url.replace("postgres@", f"{role}@", 1)
+    app_url = app_role_url(url, role)
     engine = create_engine(app_url)
     try:
         _refused(engine, "TRUNCATE audit_events")
@@ -282,7 +282,7 @@ def test_tables_a_later_migration_adds_are_usable_at_once_but_never_truncatable(
             )  # a future migration
             granted = table_privileges(conn, role=role)
         assert granted["later"] == set(DML)
-        app_engine = create_engine(url.replace("postgres@", f"{role}@", 1))
+        app_engine = create_engine(app_role_url(url, role))
         try:
             with app_engine.begin() as conn:
                 conn.execute(text("INSERT INTO later (note) VALUES ('x')"))  # its sequence too
