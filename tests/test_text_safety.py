@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import text as sql
 
-from statsapi.schemas.fields import FORMAT_CHARACTERS
+from statsapi.schemas.fields import _REFUSED, FORMAT_CHARACTERS
 
 from .factories import Actor, Factory, record_body
 from .recordtools import assert_problem, audit_events, db_session, record_count
@@ -173,3 +173,10 @@ def test_the_frozen_table_covers_every_format_character_python_knows() -> None:
     # (it asks unicodedata too), but the documented pattern should name them.
     assert known <= frozen, sorted(hex(c) for c in known - frozen)
     assert all(unicodedata.category(chr(c)) in {"Cf", "Cn"} for c in frozen)
+
+
+def test_the_check_refuses_exactly_controls_and_format_characters() -> None:
+    refused = {c for c in range(sys.maxunicode + 1) if _REFUSED.fullmatch(chr(c))}
+    controls = {c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cc"} - {0x09, 0x0A}
+    frozen = {c for low, high in FORMAT_CHARACTERS for c in range(low, high + 1)}
+    assert refused == controls | frozen
