@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, text
 
 from statsapi.dbroles import DML, TABLE_PRIVILEGES, AppRoleError, grant_app_role, table_privileges
-from statsapi.migrate import upgrade
+from statsapi.migrate import head_revision, upgrade
 
 from .conftest import APP_ROLE, PG_ADMIN_DSN, PG_URL_TEMPLATE, app_role_url, owner_engine
 from .factories import Actor, Factory, record_body
@@ -336,3 +336,20 @@ def test_the_owner_still_may_do_what_the_app_role_may_not(app: Flask) -> None:
     with owner_engine(app).begin() as conn:
         conn.execute(text("CREATE TABLE owner_scratch (id int)"))
         conn.execute(text("DROP TABLE owner_scratch"))
+
+
+def test_flask_db_commands_use_the_owner_url_where_database_url_is_the_app_role(
+    app: Flask, pg_url: str
+) -> None:
+    """Render's shape: one environment, DATABASE_URL the app role, MIGRATION_DATABASE_URL the owner."""
+    as_app = _flask(app, "db", "grant-app-role", "--role", APP_ROLE, env={"MIGRATION_DATABASE_URL": ""})
+    assert as_app.exit_code != 0
+    assert "must not be the owner" in as_app.output  # connected as the app role itself
+
+    owner_url = pg_url.replace("postgresql+psycopg2://", "postgres://", 1)  # Render's spelling
+    as_owner = _flask(
+        app, "db", "grant-app-role", "--role", APP_ROLE, env={"MIGRATION_DATABASE_URL": owner_url}
+    )
+    assert as_owner.exit_code == 0, as_owner.output
+    current = _flask(app, "db", "current", env={"MIGRATION_DATABASE_URL": owner_url})
+    assert current.exit_code == 0 and current.output.strip() == head_revision()

@@ -322,7 +322,6 @@ def test_render_blueprint_wires_postgres_key_value_and_pre_deploy_migrations() -
         "create-admin",
     ]
     assert "--password-env PGPASSWORD" in steps[1]
-    assert "unset MIGRATION_DATABASE_URL;" in web["dockerCommand"] and "exec gunicorn" in web["dockerCommand"]
     keyvalue = next(s for s in blueprint["services"] if s["type"] == "keyvalue")
     assert keyvalue["maxmemoryPolicy"] == "noeviction"  # counters are never silently evicted
     assert env["REDIS_URL"]["fromService"]["type"] == "keyvalue"
