@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import Connection
 
 from statsapi import models  # noqa: F401  (registers every table on Base.metadata)
-from statsapi.config import Settings
+from statsapi.config import Settings, _normalise_database_url
 from statsapi.db import Base, UTCDateTime, make_engine
 
 config = context.config
@@ -52,9 +53,11 @@ def run_migrations_online() -> None:
             context.run_migrations()
         return
     settings = Settings.from_env()
-    url = config.attributes.get("database_url")
+    # `alembic upgrade` from a shell runs as the schema owner too, where the app's own
+    # DATABASE_URL is the least-privileged role (see statsapi/dbroles.py).
+    url = config.attributes.get("database_url") or os.environ.get("MIGRATION_DATABASE_URL", "").strip()
     if url:
-        settings = settings.replace(database_url=url)
+        settings = settings.replace(database_url=_normalise_database_url(url))
     engine = make_engine(settings)
     try:
         with engine.connect() as conn:

@@ -1,6 +1,6 @@
 """Command line: ``flask --app statsapi <command>``.
 
-create-admin, create-user, set-password, seed, db upgrade|current, purge — and
+create-admin, create-user, set-password, seed, db upgrade|current|grant-app-role, purge — and
 ``openapi write`` (from flask-smorest) to export the spec. A database failure ends a
 command with one line saying why (statsapi.db.describe_failure), not a traceback.
 """
@@ -21,7 +21,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from .clock import utcnow
-from .config import Settings
+from .config import Settings, _normalise_database_url
 
 # SQLAlchemy, the models and the schemas are imported inside the commands: `flask --help`
 # lists the commands without loading any of them (see help_app).
@@ -284,7 +284,14 @@ def seed(count: int, owners: tuple[str, ...], random_seed: int | None, batch_siz
         session.close()
 
 
-db_cli = AppGroup("db", help="Database schema (Alembic).")
+db_cli = AppGroup("db", help="Database schema (Alembic) and the app's database role.")
+
+
+def _owner_database_url() -> str:
+    """The schema owner's URL: MIGRATION_DATABASE_URL where the API's own DATABASE_URL is the
+    least-privileged app role (one environment for both, as on Render), else DATABASE_URL."""
+    url = os.environ.get("MIGRATION_DATABASE_URL", "").strip()
+    return _normalise_database_url(url) if url else _settings().database_url
 
 
 @db_cli.command("upgrade")
@@ -292,10 +299,10 @@ db_cli = AppGroup("db", help="Database schema (Alembic).")
 @with_appcontext
 @database_errors_in_one_line
 def db_upgrade(revision: str) -> None:
-    """Migrate the database to REVISION (default: head)."""
+    """Migrate the database to REVISION (default: head), as the schema owner."""
     from .migrate import upgrade
 
-    upgrade(_settings().database_url, revision)
+    upgrade(_owner_database_url(), revision)
     click.echo(f"database at {revision}")
 
 
@@ -306,7 +313,45 @@ def db_current() -> None:
     """Print the database's migration revision."""
     from .migrate import current_revision
 
-    click.echo(current_revision(_settings().database_url) or "empty")
+    click.echo(current_revision(_owner_database_url()) or "empty")
+
+
+@db_cli.command("grant-app-role")
+@click.option(
+    "--role",
+    default=lambda: os.environ.get("DATABASE_APP_ROLE", ""),
+    show_default="$DATABASE_APP_ROLE",
+    help="The role the API logs in as (created if missing).",
+)
+@click.option(
+    "--password-env",
+    default="DATABASE_APP_PASSWORD",
+    show_default=True,
+    metavar="NAME",
+    help="Environment variable with the role's password (set on every run); unset: left as it is.",
+)
+@with_appcontext
+def db_grant_app_role(role: str, password_env: str) -> None:
+    """Give the API's role row access only (no DDL, no TRUNCATE, append-only audit log), as the owner."""
+    from .dbroles import AppRoleError, grant_app_role
+
+    if not role:
+        raise click.UsageError("name the role: --role NAME or DATABASE_APP_ROLE")
+    from .db import make_engine
+
+    engine = make_engine(_settings().replace(database_url=_owner_database_url(), db_pool_size=1))
+    try:
+        with engine.begin() as conn:
+            report = grant_app_role(conn, role=role, password=os.environ.get(password_env) or None)
+    except AppRoleError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        engine.dispose()
+    click.echo(
+        f"{'created' if report.created else 'updated'} role {report.role}"
+        f"{' (password set)' if report.password_set else ''}: "
+        + "; ".join(f"{table}: {', '.join(privileges)}" for table, privileges in report.tables.items())
+    )
 
 
 @click.command("purge")

@@ -343,6 +343,19 @@ def token_changes(db_session: Session, *, pop: bool) -> tuple[dict[int, Any], se
     return take("auth_users", {}), take("auth_families", set())
 
 
+def database_identity(engine: Engine) -> str:
+    """This database's identity: the random UUID migration 0004 stored in ``deployment``.
+
+    One query (read it once, at start-up). Raises ``LookupError`` when the row is missing and
+    SQLAlchemy's error when the database is unreachable or not migrated that far.
+    """
+    with engine.connect() as conn:
+        identity = conn.execute(text("SELECT identity FROM deployment WHERE id = 1")).scalar_one_or_none()
+    if not identity:
+        raise LookupError("the deployment table has no identity row: run `flask --app statsapi db upgrade`")
+    return str(identity)
+
+
 def rowcount(result: Any) -> int:
     """Rows matched by an UPDATE/DELETE (a ``CursorResult``)."""
     return int(result.rowcount)

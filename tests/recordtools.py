@@ -19,6 +19,7 @@ from statsapi.db import get_database
 from statsapi.models import AuditEvent, Record
 from statsapi.money import parse_amount
 
+from .conftest import owner_engine
 from .factories import Actor
 
 T = TypeVar("T")
@@ -130,7 +131,8 @@ def explain(app: Flask, statement: str, parameters: Any) -> str:
 
 
 def analyze(app: Flask) -> None:
-    with get_database(app).engine.connect() as conn:
+    # ANALYZE is the table owner's, not the app role's.
+    with owner_engine(app).connect() as conn:
         conn.execute(text("ANALYZE records"))
         conn.commit()
 

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from statsapi.db import get_database
 
 from .apitools import assert_problem, bearer
+from .conftest import owner_engine
 from .factories import PASSWORD, Actor, Factory, record_body
 
 USERS = "/api/admin/users"
@@ -477,8 +478,9 @@ def test_audit_rows_are_append_only_in_the_database(
     before = _audit(as_admin)
     assert len(before) == 1
 
-    engine = get_database(app).engine
-    with pytest.raises(sqlalchemy.exc.DBAPIError, match="append-only"), engine.begin() as conn:
+    # As the owner: the app role is refused by its privileges already (test_app_role.py);
+    # the triggers stop even the owner.
+    with pytest.raises(sqlalchemy.exc.DBAPIError, match="append-only"), owner_engine(app).begin() as conn:
         conn.execute(text(statement), {"id": before[0]["id"]})
 
     assert _audit(as_admin) == before

@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from flask import Flask
 from prometheus_client import REGISTRY
+from sqlalchemy import text
 
 from statsapi.db import get_database
 from statsapi.migrate import upgrade
 
+from .conftest import APP_ROLE, as_app_role
 from .factories import Factory, record_body
 from .pg_tools import ThrowawayPostgres
 
@@ -36,12 +38,14 @@ def assert_unavailable(response: object) -> None:
 
 
 def test_database_down_then_back(postgres: ThrowawayPostgres, make_app: Callable[..., Flask]) -> None:
-    upgrade(postgres.url)
-    app = make_app(DATABASE_URL=postgres.url)
+    upgrade(postgres.url)  # as the owner; the app runs as the least-privileged app role
+    app = make_app(DATABASE_URL=as_app_role(postgres.url))
     factory = Factory(app)
     client = app.test_client()
     alice = factory.actor(client, username="alice")
     assert alice.post("/api/records", json=record_body()).status_code == 201
+    with get_database(app).engine.connect() as conn:
+        assert conn.execute(text("SELECT current_user")).scalar_one() == APP_ROLE
 
     postgres.stop()
     assert_unavailable(alice.get("/api/records"))

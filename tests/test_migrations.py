@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,25 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Engine, MetaData, String, inspect, text
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from statsapi.config import Settings
-from statsapi.db import Base, make_engine
+from statsapi.db import Base, database_identity, make_engine
 from statsapi.migrate import alembic_config, current_revision, head_revision, upgrade
 from statsapi.money import ISO_4217
 
 from .conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = {"users", "records", "audit_events", "token_families", "idempotency_keys", "currencies"}
+TABLES = {
+    "users",
+    "records",
+    "audit_events",
+    "token_families",
+    "idempotency_keys",
+    "currencies",
+    "deployment",
+}
 
 
 def _engine(url: str) -> Engine:
@@ -327,7 +336,7 @@ def test_grouping_statistics_exist_on_postgresql_and_go_with_a_downgrade(empty_p
 
 
 def test_grouping_statistics_are_a_no_op_on_sqlite(empty_sqlite: str) -> None:
-    upgrade(empty_sqlite)
+    upgrade(empty_sqlite, "0003")
     engine = _engine(empty_sqlite)
     schema = "SELECT type, name, sql FROM sqlite_master ORDER BY type, name"
     try:
@@ -358,3 +367,63 @@ def test_the_frozen_grouping_expressions_match_the_stats_queries() -> None:
     spec.loader.exec_module(module)
     assert PG_UTC_DAY.format("occurred_at") == module.UTC_DAY
     assert PG_UTC_MONTH.format("occurred_at") == module.UTC_MONTH
+
+
+# -- 0004: the database's identity and the audit log's TRUNCATE guard -------------------------
+def test_each_database_gets_one_random_identity(migrated: Engine, tmp_path: Path) -> None:
+    with migrated.connect() as conn:
+        rows = conn.execute(text("SELECT id, identity FROM deployment")).all()
+    assert len(rows) == 1 and rows[0][0] == 1
+    assert str(uuid.UUID(rows[0][1])) == rows[0][1]
+    assert database_identity(migrated) == rows[0][1]
+
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    upgrade(other_url)
+    other = _engine(other_url)
+    try:
+        assert database_identity(other) != database_identity(migrated)
+    finally:
+        other.dispose()
+
+
+def test_the_identity_table_holds_one_row_only(migrated: Engine) -> None:
+    with migrated.connect() as conn, conn.begin() as trans:
+        with pytest.raises(IntegrityError):
+            conn.execute(
+                text("INSERT INTO deployment (id, identity, created_at) VALUES (2, :identity, :now)"),
+                {"identity": str(uuid.uuid4()), "now": NOW},
+            )
+        trans.rollback()
+
+
+def test_database_identity_without_the_row_is_an_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'no-identity.db'}"
+    upgrade(url)
+    engine = _engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM deployment"))
+        with pytest.raises(LookupError, match="db upgrade"):
+            database_identity(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("statement", ["TRUNCATE audit_events", "TRUNCATE users CASCADE"])
+def test_truncating_the_audit_log_is_refused_even_to_the_owner(empty_pg: str, statement: str) -> None:
+    upgrade(empty_pg)
+    engine = _engine(empty_pg)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO audit_events (occurred_at, action, target_type, target_id) "
+                    "VALUES (now(), 'evidence', 'system', '*')"
+                )
+            )
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(text(statement))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one() >= 1
+    finally:
+        engine.dispose()

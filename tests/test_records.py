@@ -288,29 +288,72 @@ def test_patch_that_changes_nothing_keeps_the_version(factory: Factory, as_user:
     assert audit_events(clean, action="record.update") == []
 
 
-def test_patch_currency_without_amount_that_does_not_fit_is_422(
+@pytest.mark.parametrize(
+    ("amount", "old", "new"), [("12.34", "EUR", "BHD"), ("12.50", "USD", "JPY"), ("7", "JPY", "EUR")]
+)
+def test_patch_currency_without_amount_is_422_and_changes_nothing(
+    amount: str, old: str, new: str, factory: Factory, as_user: Actor, clean: Flask
+) -> None:
+    # 12.34 EUR is not 12.340 BHD: the amount in the new currency must be sent with it.
+    record = factory.record(as_user, amount=amount, currency=old)
+    before = stored(clean, record.id)
+    response = as_user.patch(
+        f"/api/records/{record.id}", json={"currency": new}, headers={"If-Match": etag(record.id, 1)}
+    )
+    assert_problem(response, 422, "validation-error", errors=["amount"])
+    assert "send amount and currency together" in response.json["errors"]["amount"][0]
+    row = stored(clean, record.id)
+    assert (row.currency, row.amount_minor, row.version) == (old, before.amount_minor, 1)  # type: ignore[union-attr]
+    assert audit_events(clean, action="record.update") == []
+
+
+def test_patch_currency_with_an_amount_that_fits_the_new_currency(
     factory: Factory, as_user: Actor, clean: Flask
 ) -> None:
-    record = factory.record(as_user, amount="12.50", currency="USD")
+    record = factory.record(as_user, amount="12.34", currency="EUR")
     response = as_user.patch(
-        f"/api/records/{record.id}", json={"currency": "JPY"}, headers={"If-Match": etag(record.id, 1)}
+        f"/api/records/{record.id}",
+        json={"currency": "BHD", "amount": "4.652"},
+        headers={"If-Match": etag(record.id, 1)},
+    )
+    assert response.status_code == 200
+    assert (response.json["amount"], response.json["currency"], response.json["version"]) == (
+        "4.652",
+        "BHD",
+        2,
+    )
+    row = stored(clean, record.id)
+    assert (row.currency, row.amount_minor) == ("BHD", 4652)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("amount", "new"), [("12.345", "EUR"), ("1.5", "JPY"), ("0.00001", "CLF")])
+def test_patch_currency_with_an_amount_too_precise_for_it_is_422(
+    amount: str, new: str, factory: Factory, as_user: Actor, clean: Flask
+) -> None:
+    record = factory.record(as_user, amount="12.345", currency="BHD")
+    response = as_user.patch(
+        f"/api/records/{record.id}",
+        json={"currency": new, "amount": amount},
+        headers={"If-Match": etag(record.id, 1)},
     )
     assert_problem(response, 422, "validation-error", errors=["amount"])
     row = stored(clean, record.id)
-    assert (row.currency, row.amount_minor, row.version) == ("USD", 1250, 1)  # type: ignore[union-attr]
+    assert (row.currency, row.amount_minor, row.version) == ("BHD", 12345, 1)  # type: ignore[union-attr]
 
 
-def test_patch_currency_without_amount_rescales_when_it_fits(
+def test_patch_naming_the_current_currency_without_amount_is_not_a_change(
     factory: Factory, as_user: Actor, clean: Flask
 ) -> None:
-    record = factory.record(as_user, amount="12.00", currency="USD")
+    record = factory.record(as_user, amount="12.34", currency="EUR")
     response = as_user.patch(
-        f"/api/records/{record.id}", json={"currency": "BHD"}, headers={"If-Match": etag(record.id, 1)}
+        f"/api/records/{record.id}", json={"currency": "EUR"}, headers={"If-Match": etag(record.id, 1)}
     )
     assert response.status_code == 200
-    assert (response.json["amount"], response.json["currency"]) == ("12.000", "BHD")
-    row = stored(clean, record.id)
-    assert (row.currency, row.amount_minor) == ("BHD", 12000)  # type: ignore[union-attr]
+    assert (response.json["amount"], response.json["currency"], response.json["version"]) == (
+        "12.34",
+        "EUR",
+        1,
+    )
 
 
 def test_patch_amount_that_does_not_fit_the_current_currency_is_422(factory: Factory, as_user: Actor) -> None:

@@ -1,7 +1,8 @@
-"""Tables: users, records, audit events, token families, idempotency keys, currencies."""
+"""Tables: users, records, audit events, token families, idempotency keys, currencies, deployment."""
 
 from .audit import AuditEvent
 from .currency import Currency
+from .deployment import Deployment
 from .idempotency import IdempotencyKey
 from .record import Record, RecordData, RecordRow
 from .token import TokenFamily
@@ -11,6 +12,7 @@ __all__ = [
     "ROLES",
     "AuditEvent",
     "Currency",
+    "Deployment",
     "IdempotencyKey",
     "Record",
     "RecordData",

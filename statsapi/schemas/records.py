@@ -118,6 +118,11 @@ class RecordUpdateSchema(_RecordFieldsSchema):
     class Meta(_RecordFieldsSchema.Meta):
         openapi = {"minProperties": 1}
 
+    # The stored amount is not re-read in another currency: a new currency comes with its amount.
+    currency = CurrencyCode(
+        metadata={"description": "ISO 4217 code. A new currency needs `amount` (in that currency) too."}
+    )
+
     @ma.validates_schema
     def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
         if not data:

@@ -19,7 +19,7 @@ from ..clock import utcnow
 from ..db import UTCDateTime, mark_owners_changed
 from ..models import Record, RecordData, RecordRow, Role
 from ..models.record import snapshot
-from ..money import ISO_4217, MoneyError, format_minor, parse_amount
+from ..money import ISO_4217, MoneyError, parse_amount
 from ..problems import Forbidden, InvalidInput, NotFound, StaleVersion
 from . import audit
 
@@ -268,12 +268,19 @@ def _insert_each(
 def update(session: Session, *, record: Record, actor_id: int, changes: Mapping[str, Any]) -> Record:
     before = record.snapshot()
     currency = changes.get("currency", record.currency)
-    if "amount" in changes or currency != record.currency:
-        amount_text = changes.get("amount", format_minor(record.amount_minor, record.currency))
+    if currency != record.currency and "amount" not in changes:
+        # The stored amount means nothing in another currency (12.34 EUR is not 12.340 BHD):
+        # the client must say what the amount is in the new one.
+        raise InvalidInput(
+            "amount",
+            f"Changing the currency from {record.currency} to {currency} needs the amount in "
+            f"{currency}: send amount and currency together.",
+        )
+    if "amount" in changes:
         try:
-            record.amount_minor = parse_amount(amount_text, currency)
+            record.amount_minor = parse_amount(changes["amount"], currency)
         except MoneyError as error:
-            raise InvalidInput("amount", f"{error}; send amount together with currency") from None
+            raise InvalidInput("amount", str(error)) from None
         record.currency = currency
     for name in ("category", "occurred_at", "description"):
         if name in changes:

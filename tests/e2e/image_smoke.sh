@@ -60,9 +60,12 @@ podman "${store[@]}" image inspect localhost/statsapi:smoke \
   --format 'user={{.Config.User}} cmd={{.Config.Cmd}} healthcheck={{.Config.Healthcheck.Test}}'
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# As in compose: the migrate step as the owner (postgres here), the API as the app role.
+app_role=statsapi_test_app
+owner_url="postgresql://postgres@127.0.0.1:5432/$db"
 env_args=(
   -e STATSAPI_ENV=production
-  -e "DATABASE_URL=postgresql://postgres@127.0.0.1:5432/$db"
+  -e "DATABASE_URL=postgresql://$app_role@127.0.0.1:5432/$db"
   -e REDIS_URL=redis://127.0.0.1:6379/0
   -e "REDIS_KEY_PREFIX=$prefix"
   -e "JWT_SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
@@ -75,9 +78,10 @@ hardening=(--network host --read-only --tmpfs /tmp:size=64m --cap-drop ALL
   --security-opt no-new-privileges --ulimit nofile=8192:8192 --ulimit nproc=4096:4096)
 psql -h 127.0.0.1 -U postgres -q -c "CREATE DATABASE \"$db\""
 
-step "one-shot migrate (db upgrade + create-admin), read-only, non-root"
-podman "${store[@]}" "${run_opts[@]}" run --rm "${hardening[@]}" "${env_args[@]}" localhost/statsapi:smoke \
-  sh -c 'flask --app statsapi db upgrade && flask --app statsapi create-admin --if-missing'
+step "one-shot migrate (db upgrade + grant-app-role + create-admin) as the owner, read-only, non-root"
+podman "${store[@]}" "${run_opts[@]}" run --rm "${hardening[@]}" "${env_args[@]}" \
+  -e "DATABASE_URL=$owner_url" -e "DATABASE_APP_ROLE=$app_role" localhost/statsapi:smoke \
+  sh -c 'flask --app statsapi db upgrade && flask --app statsapi db grant-app-role && flask --app statsapi create-admin --if-missing'
 
 step "run the API read-only, non-root, until /health and /ready answer"
 container=$(podman "${store[@]}" "${run_opts[@]}" run -d --no-healthcheck "${hardening[@]}" "${env_args[@]}" \

@@ -2,6 +2,9 @@
 -> gunicorn (the repo's gunicorn.conf.py, 2 workers, STATSAPI_ENV=production) ->
 PostgreSQL + Redis.
 
+As compose runs it: the one-shot steps (db upgrade, grant-app-role, create-admin) run as
+the database owner; gunicorn logs in as the least-privileged app role.
+
 Everything a run creates is its own: a PostgreSQL database, a Redis key prefix, free
 ports, a temporary directory. Processes are started in their own session and stopped by
 PID; the database, the Redis keys and the directory are removed afterwards. One stack
@@ -34,7 +37,7 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from tests.conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE, REDIS_URL
+from tests.conftest import APP_ROLE, PG_ADMIN_DSN, PG_URL_TEMPLATE, REDIS_URL, app_role_url
 from tests.redis_tools import delete_keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -271,7 +274,8 @@ class Stack:
     metrics_dir: Path
     admin_username: str
     admin_password: str
-    env: dict[str, str]
+    env: dict[str, str]  # gunicorn's: DATABASE_URL is the app role
+    owner_env: dict[str, str]  # the migrate steps': DATABASE_URL is the owner
     nginx: Nginx | None = None
     gunicorn: subprocess.Popen[bytes] | None = None
     _next_ip: Iterator[int] = field(default_factory=lambda: iter(range(10, 250)))
@@ -319,11 +323,11 @@ class Stack:
                 lines.append(parsed)
         return lines
 
-    def flask(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def flask(self, *args: str, as_owner: bool = False) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(BIN / "flask"), "--app", "statsapi", *args],
             cwd=ROOT,
-            env=self.env,
+            env=self.owner_env if as_owner else self.env,
             capture_output=True,
             text=True,
             timeout=120,
@@ -333,9 +337,9 @@ class Stack:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         self._create_database()
-        # The one-shot steps compose's `migrate` service runs, before the API starts.
-        for step in (("db", "upgrade"), ("create-admin", "--if-missing")):
-            done = self.flask(*step)
+        # The one-shot steps compose's `migrate` service runs, as the owner, before the API starts.
+        for step in (("db", "upgrade"), ("db", "grant-app-role"), ("create-admin", "--if-missing")):
+            done = self.flask(*step, as_owner=True)
             if done.returncode != 0:
                 raise RuntimeError(f"flask {' '.join(step)} failed:\n{done.stdout}\n{done.stderr}")
         self._start_gunicorn()
@@ -419,7 +423,7 @@ def build_stack(worker: str) -> Stack:
     admin_password = secrets.token_urlsafe(18)
     env = base_env() | {
         "STATSAPI_ENV": "production",
-        "DATABASE_URL": PG_URL_TEMPLATE.format(name=db_name),
+        "DATABASE_URL": app_role_url(PG_URL_TEMPLATE.format(name=db_name)),
         "REDIS_URL": REDIS_URL,
         "REDIS_KEY_PREFIX": prefix,
         "JWT_SECRET_KEY": secrets.token_urlsafe(48),
@@ -450,6 +454,7 @@ def build_stack(worker: str) -> Stack:
         admin_username="e2e-admin",
         admin_password=admin_password,
         env=env,
+        owner_env=env | {"DATABASE_URL": PG_URL_TEMPLATE.format(name=db_name), "DATABASE_APP_ROLE": APP_ROLE},
     )
 
 

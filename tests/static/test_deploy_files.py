@@ -58,7 +58,14 @@ def test_env_example_defines_every_variable_compose_interpolates() -> None:
     assert used - env_example_names() == set()
 
 
-SECRETS = ("POSTGRES_PASSWORD", "JWT_SECRET_KEY", "JWT_PREVIOUS_SECRET_KEYS", "BOOTSTRAP_ADMIN_PASSWORD")
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "DATABASE_APP_PASSWORD",
+    "REDIS_PASSWORD",
+    "JWT_SECRET_KEY",
+    "JWT_PREVIOUS_SECRET_KEYS",
+    "BOOTSTRAP_ADMIN_PASSWORD",
+)
 
 
 def test_env_example_holds_no_secret_values() -> None:
@@ -145,6 +152,35 @@ def test_compose_publishes_only_nginx_and_hardens_the_api() -> None:
     assert "db upgrade" in " ".join(services["migrate"]["command"])
     assert "create-admin --if-missing" in " ".join(services["migrate"]["command"])
     assert "pgdata" in compose["volumes"]
+
+
+def test_compose_runs_the_api_as_the_app_role_and_migrates_as_the_owner() -> None:
+    services = load_yaml(ROOT / "compose.yaml")["services"]
+    api, migrate = services["api"]["environment"], services["migrate"]["environment"]
+    assert api["DATABASE_URL"].startswith("postgresql://statsapi_app:${DATABASE_APP_PASSWORD:?")
+    assert migrate["DATABASE_URL"].startswith("postgresql://statsapi:${POSTGRES_PASSWORD:?")
+    assert migrate["DATABASE_APP_ROLE"] == "statsapi_app"
+    assert migrate["DATABASE_APP_PASSWORD"].startswith("${DATABASE_APP_PASSWORD:?")
+    assert "POSTGRES_PASSWORD" not in str(services["api"])  # the API never holds the owner's password
+    steps = " ".join(services["migrate"]["command"]).split("&&")
+    assert [step.split("statsapi ", 1)[1].split(" --")[0].strip() for step in steps] == [
+        "db upgrade",
+        "db grant-app-role",
+        "create-admin",
+    ]
+
+
+def test_compose_redis_requires_a_password_and_never_evicts_silently() -> None:
+    services = load_yaml(ROOT / "compose.yaml")["services"]
+    redis = services["redis"]
+    command = " ".join(redis["command"])
+    assert '--requirepass "$$REDIS_PASSWORD"' in command
+    assert "--maxmemory-policy noeviction" in command and "--maxmemory 256mb" in command
+    assert redis["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")  # required
+    assert "REDISCLI_AUTH" in redis["healthcheck"]["test"][1]
+    for name in ("api", "migrate"):
+        url = services[name]["environment"]["REDIS_URL"]
+        assert url.startswith("redis://:${REDIS_PASSWORD:?") and url.endswith("@redis:6379/0"), url
 
 
 def test_dev_override_runs_the_reloading_debug_server_with_mounted_code() -> None:
@@ -270,7 +306,25 @@ def test_render_blueprint_wires_postgres_key_value_and_pre_deploy_migrations() -
     assert web["healthCheckPath"] == "/health"
     assert "db upgrade" in web["preDeployCommand"]
     env = {e["key"]: e for e in web["envVars"]}
-    assert env["DATABASE_URL"]["fromDatabase"]["name"] == blueprint["databases"][0]["name"]
+    # Migrations as the owner (Render's user); the API as the app role, from libpq's PG* variables.
+    assert env["MIGRATION_DATABASE_URL"]["fromDatabase"]["name"] == blueprint["databases"][0]["name"]
+    assert env["DATABASE_URL"]["value"] == "postgresql://"
+    assert {env[k]["fromDatabase"]["property"] for k in ("PGHOST", "PGPORT", "PGDATABASE")} == {
+        "host",
+        "port",
+        "database",
+    }
+    assert env["PGUSER"]["value"] == env["DATABASE_APP_ROLE"]["value"] != blueprint["databases"][0]["user"]
+    assert env["PGPASSWORD"] == {"key": "PGPASSWORD", "generateValue": True}
+    steps = web["preDeployCommand"].split(" && ")
+    assert [s.split("statsapi ", 1)[1].split(" --")[0] for s in steps] == [
+        "db upgrade",
+        "db grant-app-role",
+        "create-admin",
+    ]
+    assert "--password-env PGPASSWORD" in steps[1]
+    keyvalue = next(s for s in blueprint["services"] if s["type"] == "keyvalue")
+    assert keyvalue["maxmemoryPolicy"] == "noeviction"  # counters are never silently evicted
     assert env["REDIS_URL"]["fromService"]["type"] == "keyvalue"
     assert env["JWT_SECRET_KEY"] == {"key": "JWT_SECRET_KEY", "generateValue": True}
     assert env["BOOTSTRAP_ADMIN_PASSWORD"]["sync"] is False
