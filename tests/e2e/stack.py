@@ -183,12 +183,29 @@ class Nginx:
         stop_process(self.proc, signal.SIGTERM)
 
 
+def publish_error_pages(target: Path) -> Path:
+    """Copy the error pages where nginx's worker can read them.
+
+    The worker runs as another user ("nobody" when the tests run as root). A checkout in a
+    private directory (a 0700 home) is out of its reach, so it must never read the repo's
+    files in place: it gets world-readable copies under the stack's own directory.
+    """
+    target.mkdir(mode=0o755)
+    target.chmod(0o755)  # mkdir's mode is filtered by the umask
+    for page in NGINX_ERRORS.glob("*.json"):
+        copy = target / page.name
+        shutil.copyfile(page, copy)
+        copy.chmod(0o644)
+    return target
+
+
 def render_nginx(prefix: Path, *, upstream: str, cert: Path, key: Path) -> Nginx:
     """Render the repo's template for loopback ports, plus the process-level wrapper
     (pid, temp paths, logs) that the stock nginx.conf provides in the container."""
     prefix.mkdir(parents=True, exist_ok=True)
     # nginx workers run as "nobody" when started as root: let them reach the temp paths.
     prefix.chmod(0o755)
+    errors = publish_error_pages(prefix / "errors")
     https_port, http_port = free_port(), free_port()
     access_log = prefix / "access.log"
     site = render_template(
@@ -201,7 +218,7 @@ def render_nginx(prefix: Path, *, upstream: str, cert: Path, key: Path) -> Nginx
             "STATSAPI_UPSTREAM": upstream,
             "NGINX_TLS_CERT": str(cert),
             "NGINX_TLS_KEY": str(key),
-            "NGINX_ERROR_PAGES_DIR": str(NGINX_ERRORS),
+            "NGINX_ERROR_PAGES_DIR": str(errors),
             "NGINX_ACCESS_LOG": str(access_log),
         },
     )
