@@ -1,6 +1,7 @@
 """Command line: ``flask --app statsapi <command>``.
 
-create-admin, create-user, seed, db upgrade|current, purge — and ``openapi write``
+create-admin, create-user, seed, purge, db (Flask-Migrate: upgrade, downgrade, current,
+history, revision --autogenerate, ...) — and ``openapi write``
 (from flask-smorest) to export the spec.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import with_appcontext
 from sqlalchemy import delete, select
 
 from .clock import utcnow
@@ -180,29 +181,6 @@ def seed(count: int, owners: tuple[str, ...], random_seed: int | None, batch_siz
         session.close()
 
 
-db_cli = AppGroup("db", help="Database schema (Alembic).")
-
-
-@db_cli.command("upgrade")
-@click.argument("revision", default="head")
-@with_appcontext
-def db_upgrade(revision: str) -> None:
-    """Migrate the database to REVISION (default: head)."""
-    from .migrate import upgrade
-
-    upgrade(_settings().database_url, revision)
-    click.echo(f"database at {revision}")
-
-
-@db_cli.command("current")
-@with_appcontext
-def db_current() -> None:
-    """Print the database's migration revision."""
-    from .migrate import current_revision
-
-    click.echo(current_revision(_settings().database_url) or "empty")
-
-
 @click.command("purge")
 @with_appcontext
 def purge() -> None:
@@ -220,12 +198,20 @@ def purge() -> None:
 
 
 def init_app(app: Flask) -> None:
-    for command in (create_admin, create_user, seed, db_cli, purge):
+    from .migrate import init_cli as init_db_cli
+
+    for command in (create_admin, create_user, seed, purge):
         app.cli.add_command(command)
+    init_db_cli(app)  # the `db` group: Flask-Migrate's Alembic commands
 
 
 def main() -> None:
     """``statsapi`` console script: the same commands without ``flask --app``."""
+    from flask.cli import FlaskGroup
+
     from . import create_app
 
-    create_app().cli.main(prog_name="statsapi")
+    # A FlaskGroup, not app.cli: commands that need the app context find the app through it.
+    FlaskGroup(create_app=create_app, help="statsapi commands (as `flask --app statsapi`).").main(
+        prog_name="statsapi"
+    )
