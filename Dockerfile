@@ -21,17 +21,21 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /src
 
-# Dependencies first: this layer is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
- && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: -r /tmp/requirements.txt
+# Dependencies first: this layer is rebuilt only when the lock changes. Every package,
+# transitive ones included, is pinned with its hashes (pip-compile, see README).
+COPY requirements/lock.txt ./requirements/
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: --require-hashes -r requirements/lock.txt
 
 # The application, plus ReDoc's bundle (hash-pinned, see requirements/docs-assets.txt).
 COPY statsapi ./statsapi
 COPY scripts/fetch_docs_assets.py ./scripts/
 COPY requirements/docs-assets.txt ./requirements/
+# The bundle then moves into the virtualenv (statsapi looks there too): compose.dev.yaml
+# mounts the source over /app/statsapi, and must not hide it.
 RUN /opt/venv/bin/python scripts/fetch_docs_assets.py \
+ && mkdir -p /opt/venv/share/statsapi \
+ && mv statsapi/static/vendor /opt/venv/share/statsapi/vendor \
  && /opt/venv/bin/python -m compileall -q statsapi /opt/venv/lib
 
 

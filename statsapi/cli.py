@@ -1,6 +1,7 @@
 """Command line: ``flask --app statsapi <command>``.
 
-create-admin, create-user, set-password, seed, db upgrade|current|grant-app-role, purge — and
+create-admin, create-user, set-password, seed, purge, db (Flask-Migrate: upgrade,
+downgrade, current, history, revision --autogenerate, ...; plus grant-app-role) — and
 ``openapi write`` (from flask-smorest) to export the spec. A database failure ends a
 command with one line saying why (statsapi.db.describe_failure), not a traceback.
 """
@@ -18,10 +19,10 @@ from typing import Any, TypeVar
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import with_appcontext
 
 from .clock import utcnow
-from .config import Settings, _normalise_database_url
+from .config import Settings
 
 # SQLAlchemy, the models and the schemas are imported inside the commands: `flask --help`
 # lists the commands without loading any of them (see help_app).
@@ -284,39 +285,7 @@ def seed(count: int, owners: tuple[str, ...], random_seed: int | None, batch_siz
         session.close()
 
 
-db_cli = AppGroup("db", help="Database schema (Alembic) and the app's database role.")
-
-
-def _owner_database_url() -> str:
-    """The schema owner's URL: MIGRATION_DATABASE_URL where the API's own DATABASE_URL is the
-    least-privileged app role (one environment for both, as on Render), else DATABASE_URL."""
-    url = os.environ.get("MIGRATION_DATABASE_URL", "").strip()
-    return _normalise_database_url(url) if url else _settings().database_url
-
-
-@db_cli.command("upgrade")
-@click.argument("revision", default="head")
-@with_appcontext
-@database_errors_in_one_line
-def db_upgrade(revision: str) -> None:
-    """Migrate the database to REVISION (default: head), as the schema owner."""
-    from .migrate import upgrade
-
-    upgrade(_owner_database_url(), revision)
-    click.echo(f"database at {revision}")
-
-
-@db_cli.command("current")
-@with_appcontext
-@database_errors_in_one_line
-def db_current() -> None:
-    """Print the database's migration revision."""
-    from .migrate import current_revision
-
-    click.echo(current_revision(_owner_database_url()) or "empty")
-
-
-@db_cli.command("grant-app-role")
+@click.command("grant-app-role")
 @click.option(
     "--role",
     default=lambda: os.environ.get("DATABASE_APP_ROLE", ""),
@@ -334,12 +303,14 @@ def db_current() -> None:
 def db_grant_app_role(role: str, password_env: str) -> None:
     """Give the API's role row access only (no DDL, no TRUNCATE, append-only audit log), as the owner."""
     from .dbroles import AppRoleError, grant_app_role
+    from .migrate import owner_database_url
 
     if not role:
         raise click.UsageError("name the role: --role NAME or DATABASE_APP_ROLE")
     from .db import make_engine
 
-    engine = make_engine(_settings().replace(database_url=_owner_database_url(), db_pool_size=1))
+    owner_url = owner_database_url(_settings())
+    engine = make_engine(_settings().replace(database_url=owner_url, db_pool_size=1))
     try:
         with engine.begin() as conn:
             report = grant_app_role(conn, role=role, password=os.environ.get(password_env) or None)
@@ -388,15 +359,20 @@ def help_app(settings: Settings) -> Flask:
 
 
 def init_app(app: Flask) -> None:
-    for command in (create_admin, create_user, set_password, seed, db_cli, purge):
+    from .migrate import init_cli as init_db_cli
+
+    for command in (create_admin, create_user, set_password, seed, purge):
         app.cli.add_command(command)
+    init_db_cli(app, db_grant_app_role)  # the `db` group: Flask-Migrate's Alembic commands, and ours
 
 
 def main() -> None:
     """``statsapi`` console script: the same commands without ``flask --app``."""
+    from flask.cli import FlaskGroup
+
     from .factory import create_app
 
-    # Built inside a click context, so create_app knows a command (or help) is coming, not a server.
-    with click.Context(click.Command("statsapi")):
-        app = create_app()
-    app.cli.main(prog_name="statsapi")
+    # A FlaskGroup, not app.cli: commands that need the app context find the app through it.
+    FlaskGroup(create_app=create_app, help="statsapi commands (as `flask --app statsapi`).").main(
+        prog_name="statsapi"
+    )

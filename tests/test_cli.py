@@ -218,25 +218,26 @@ def test_seed_refuses_bad_input(clean: Flask, factory: Factory, args: list[str])
 
 
 # -- db ----------------------------------------------------------------------------------
+def db(app: Flask, *args: str) -> str:
+    result = invoke(app, "db", *args)
+    assert result.exit_code == 0, result.output
+    return str(result.output).strip()
+
+
 def test_db_current_and_upgrade(clean: Flask) -> None:
     head = head_revision()
 
-    current = invoke(clean, "db", "current")
-    upgrade = invoke(clean, "db", "upgrade")
-
-    assert current.exit_code == 0, current.output
-    assert current.output.strip() == head
-    assert upgrade.exit_code == 0, upgrade.output
-    assert upgrade.output.strip() == "database at head"
-    assert invoke(clean, "db", "current").output.strip() == head
+    assert db(clean, "current") == f"{head} (head)"
+    db(clean, "upgrade")
+    assert db(clean, "current") == f"{head} (head)"
 
 
 def test_db_upgrade_migrates_an_empty_database(make_app: Any, tmp_path: Path) -> None:
     fresh = make_app(DATABASE_URL=f"sqlite:///{tmp_path / 'fresh.db'}")
 
-    assert invoke(fresh, "db", "current").output.strip() == "empty"
-    assert invoke(fresh, "db", "upgrade").exit_code == 0
-    assert invoke(fresh, "db", "current").output.strip() == head_revision()
+    assert db(fresh, "current") == ""
+    db(fresh, "upgrade")
+    assert db(fresh, "current") == f"{head_revision()} (head)"
     assert fresh.test_client().get("/ready").get_json()["checks"]["migrations"]["status"] == "ok"
 
 

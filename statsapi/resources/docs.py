@@ -8,6 +8,7 @@ Content-Security-Policy.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, render_template, send_from_directory
@@ -18,6 +19,18 @@ from ..http.gate import exempt
 from ..problems import Problem
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+def vendor_dir(name: str, static: Path = STATIC, prefix: Path = Path(sys.prefix)) -> Path:
+    """Where a vendored bundle lies: in the package (``make run``), else in the virtualenv.
+
+    The image keeps its copy in the virtualenv, so compose.dev.yaml's source mount over the
+    package does not hide it.
+    """
+    candidates = (static / "vendor" / name, prefix / "share" / "statsapi" / "vendor" / name)
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
 ASSETS = {
     "swagger-ui.css": Path(str(swagger_ui_path)),
     "swagger-ui-bundle.js": Path(str(swagger_ui_path)),
@@ -25,7 +38,7 @@ ASSETS = {
     "favicon-32x32.png": Path(str(swagger_ui_path)),
     "swagger-init.js": STATIC,
     "docs.css": STATIC,
-    "redoc.standalone.js": STATIC / "vendor" / "redoc",
+    "redoc.standalone.js": vendor_dir("redoc"),
 }
 
 blp = Blueprint("docs", __name__)

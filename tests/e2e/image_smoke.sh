@@ -107,4 +107,30 @@ podman "${store[@]}" "${run_opts[@]}" exec "$container" sh -c \
 podman "${store[@]}" "${run_opts[@]}" exec -e "PORT=$port" "$container" python -c \
   "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8000'), timeout=2).status == 200 else 1)"
 echo "HEALTHCHECK command: ok"
+
+redoc_served() {
+  python3 - "$1" <<'EOF'
+import sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/docs/assets/redoc.standalone.js", timeout=5) as r:
+    size = len(r.read())
+assert r.status == 200 and size > 100_000, (r.status, size)
+print("redoc.standalone.js:", size, "bytes")
+EOF
+}
+step "ReDoc's bundle is served by the image"
+redoc_served "$port"
+
+step "...and still with a checkout's source mounted over /app/statsapi (compose.dev.yaml)"
+# A checkout that never ran `make run` has no statsapi/static/vendor/.
+mkdir -p "$work/checkout"
+tar -C "$repo" --exclude=statsapi/static/vendor --exclude=__pycache__ -c statsapi | tar -C "$work/checkout" -x
+podman "${store[@]}" "${run_opts[@]}" rm -f "$container" >/dev/null
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+container=$(podman "${store[@]}" "${run_opts[@]}" run -d --no-healthcheck "${hardening[@]}" "${env_args[@]}" \
+  -e "GUNICORN_BIND=127.0.0.1:$port" -v "$work/checkout/statsapi:/app/statsapi:ro" localhost/statsapi:smoke)
+for _ in $(seq 1 60); do
+  python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=1)" 2>/dev/null && break
+  sleep 0.5
+done
+redoc_served "$port"
 step "image smoke test passed"

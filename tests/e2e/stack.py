@@ -148,6 +148,7 @@ class Nginx:
     http_port: int
     access_log: Path
     error_log: Path
+    error_pages: Path
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -180,10 +181,29 @@ class Nginx:
             )
         finally:
             if self.proc.poll() is not None:
+                shutil.rmtree(self.error_pages, ignore_errors=True)
                 raise RuntimeError(f"nginx exited: {self.error_log.read_text(errors='replace')[-2000:]}")
 
     def stop(self) -> None:
         stop_process(self.proc, signal.SIGTERM)
+        shutil.rmtree(self.error_pages, ignore_errors=True)
+
+
+def publish_error_pages() -> Path:
+    """World-readable copies of the error pages, in a directory of their own under the
+    system's temporary directory.
+
+    nginx's worker runs as another user ("nobody" when the tests run as root). It can read
+    neither a checkout in a private directory (a 0700 home) nor pytest's tmp_path (0700):
+    whatever it serves must sit where any user can reach it.
+    """
+    target = Path(tempfile.mkdtemp(prefix="statsapi-nginx-errors-"))
+    target.chmod(0o755)
+    for page in NGINX_ERRORS.glob("*.json"):
+        copy = target / page.name
+        shutil.copyfile(page, copy)
+        copy.chmod(0o644)
+    return target
 
 
 def render_nginx(prefix: Path, *, upstream: str, cert: Path, key: Path) -> Nginx:
@@ -192,6 +212,7 @@ def render_nginx(prefix: Path, *, upstream: str, cert: Path, key: Path) -> Nginx
     prefix.mkdir(parents=True, exist_ok=True)
     # nginx workers run as "nobody" when started as root: let them reach the temp paths.
     prefix.chmod(0o755)
+    errors = publish_error_pages()
     https_port, http_port = free_port(), free_port()
     access_log = prefix / "access.log"
     site = render_template(
@@ -204,7 +225,7 @@ def render_nginx(prefix: Path, *, upstream: str, cert: Path, key: Path) -> Nginx
             "STATSAPI_UPSTREAM": upstream,
             "NGINX_TLS_CERT": str(cert),
             "NGINX_TLS_KEY": str(key),
-            "NGINX_ERROR_PAGES_DIR": str(NGINX_ERRORS),
+            "NGINX_ERROR_PAGES_DIR": str(errors),
             "NGINX_ACCESS_LOG": str(access_log),
         },
     )
@@ -230,7 +251,7 @@ http {{
 }}
 """
     )
-    return Nginx(prefix, conf, https_port, http_port, access_log, prefix / "error.log")
+    return Nginx(prefix, conf, https_port, http_port, access_log, prefix / "error.log", errors)
 
 
 # ---- clients ------------------------------------------------------------------------------------

@@ -331,3 +331,82 @@ def test_render_blueprint_wires_postgres_key_value_and_pre_deploy_migrations() -
     assert env["STATSAPI_ENV"]["value"] == "production"
     assert blueprint["databases"][0]["postgresMajorVersion"] == "16"
     assert any(s["type"] == "keyvalue" for s in blueprint["services"])
+
+
+# ---- compose: profiles and the dev override (issue 9 item 15) ------------------------------------
+REQUIRED = re.compile(r"\$\{([A-Z][A-Z0-9_]*):?\?")
+
+
+def required_variables(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return set().union(*(required_variables(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(required_variables(v) for v in value)) if value else set()
+    return set(REQUIRED.findall(value)) if isinstance(value, str) else set()
+
+
+def test_plain_compose_up_needs_no_variable_of_a_profile_it_does_not_start() -> None:
+    """compose interpolates the whole file before it applies profiles: a ${VAR:?} in a
+    profiled service would stop `docker compose up` even though that service never starts."""
+    services = load_yaml(ROOT / "compose.yaml")["services"]
+    always = set().union(*(required_variables(s) for s in services.values() if not s.get("profiles")))
+    profiled = set().union(*(required_variables(s) for s in services.values() if s.get("profiles")))
+
+    assert profiled <= always, f"only a profile needs {profiled - always}"
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:-}"
+
+
+def grafana_entrypoint(password: str | None, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run the grafana service's entrypoint script, with /run.sh standing in for Grafana."""
+    entrypoint = load_yaml(ROOT / "compose.yaml")["services"]["grafana"]["entrypoint"]
+    shell, flag, script, *args = entrypoint
+    assert (shell, flag) == ("/bin/sh", "-c")
+    fake = tmp_path / "run.sh"
+    fake.write_text("#!/bin/sh\necho grafana started\n")
+    fake.chmod(0o755)
+    script = script.replace("$$", "$").replace("/run.sh", str(fake))  # compose's escaping undone
+    env = {"PATH": os.environ["PATH"]} | (
+        {"GF_SECURITY_ADMIN_PASSWORD": password} if password is not None else {}
+    )
+    return subprocess.run(
+        ["sh", "-c", script, *args], env=env, capture_output=True, text=True, timeout=10, check=False
+    )
+
+
+@pytest.mark.parametrize("password", [None, "", "admin"])
+def test_grafana_refuses_to_start_without_a_real_admin_password(password: str | None, tmp_path: Path) -> None:
+    done = grafana_entrypoint(password, tmp_path)
+
+    assert done.returncode == 78
+    assert "set GRAFANA_ADMIN_PASSWORD in .env" in done.stderr
+    assert "grafana started" not in done.stdout
+
+
+def test_grafana_starts_with_an_admin_password(tmp_path: Path) -> None:
+    done = grafana_entrypoint("a long random password", tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "grafana started"
+
+
+def test_dev_override_does_not_hide_the_vendored_docs_assets(tmp_path: Path) -> None:
+    """The dev override mounts the source over /app/statsapi; the image keeps ReDoc's bundle in
+    the virtualenv, where statsapi finds it when the package has none."""
+    from statsapi.resources.docs import vendor_dir
+
+    dev = load_yaml(ROOT / "compose.dev.yaml")["services"]["api"]
+    mounted = [v.split(":")[1] for v in dev["volumes"]]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    moved = re.search(r"mv statsapi/static/vendor (\S+)/vendor", dockerfile)
+    assert moved, "the image keeps the vendored bundle outside the package"
+    share = Path(moved.group(1))
+    assert not any(share.is_relative_to(m) for m in mounted)
+    assert share == Path("/opt/venv/share/statsapi")  # sys.prefix of the image's virtualenv
+
+    checkout_without_assets, venv = tmp_path / "static", tmp_path / "venv"
+    (venv / "share" / "statsapi" / "vendor" / "redoc").mkdir(parents=True)
+    assert (
+        vendor_dir("redoc", checkout_without_assets, venv) == venv / "share" / "statsapi" / "vendor" / "redoc"
+    )
+    (checkout_without_assets / "vendor" / "redoc").mkdir(parents=True)
+    assert vendor_dir("redoc", checkout_without_assets, venv) == checkout_without_assets / "vendor" / "redoc"
