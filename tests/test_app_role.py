@@ -352,4 +352,4 @@ def test_flask_db_commands_use_the_owner_url_where_database_url_is_the_app_role(
     )
     assert as_owner.exit_code == 0, as_owner.output
     current = _flask(app, "db", "current", env={"MIGRATION_DATABASE_URL": owner_url})
-    assert current.exit_code == 0 and current.output.strip() == head_revision()
+    assert current.exit_code == 0 and current.output.strip() == f"{head_revision()} (head)"

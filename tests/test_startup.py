@@ -242,7 +242,7 @@ def test_dotenv_configures_flask_and_the_environment_wins(tmp_path: Path) -> Non
 
     assert upgraded.returncode == 0, upgraded.stderr
     assert from_file.is_file()
-    assert current.stdout.strip() == head_revision()
+    assert current.stdout.strip() == f"{head_revision()} (head)"
     assert overridden.returncode == 0, overridden.stderr
     assert from_env.is_file()
 
