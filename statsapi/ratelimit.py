@@ -30,6 +30,7 @@ from .models import Role
 from .security import peek_identity
 
 LOGIN_ENDPOINT = "auth.Login"
+TOKEN_ENDPOINT = "auth.Token"  # noqa: S105 (an endpoint name): OAuth 2.0 password grant, the same login
 PASSWORD_ENDPOINT = "auth.Password"  # noqa: S105 (an endpoint name)
 # Probes and scrapes must never be refused for quota: liveness, readiness, metrics, assets.
 EXEMPT_ENDPOINTS = frozenset({"ops.Health", "ops.Ready", "metrics", "docs.asset", "static"})
@@ -55,7 +56,7 @@ def request_key() -> str:
 
 
 def login_key() -> str:
-    body = jsonio.try_loads(request.get_data(cache=True)) if request.is_json else None
+    body = jsonio.try_loads(request.get_data(cache=True)) if request.is_json else request.form
     username = body.get("username") if isinstance(body, dict) else None
     name = username.strip().lower()[:64] if isinstance(username, str) else "-"
     return f"login:{request.remote_addr or 'unknown'}:{name}"
@@ -164,17 +165,23 @@ class RateLimits:
         # Login: per IP + username, on top of the application-wide anonymous per-IP
         # limit, so neither one username from many IPs nor many usernames from one IP
         # gets unbounded guesses.
-        self._guard(app, LOGIN_ENDPOINT, login_key)
+        # One budget ("login" scope) for both ways to log in, so alternating between them
+        # buys no extra guesses.
+        self._guard(app, LOGIN_ENDPOINT, login_key, scope="login")
+        self._guard(app, TOKEN_ENDPOINT, login_key, scope="login")
         # Changing the password proves the current one: the same budget, per user, so a
         # stolen access token cannot become an unlimited password-guessing oracle.
         self._guard(app, PASSWORD_ENDPOINT, lambda: f"password:{request_key()}")
         app.after_request(self._headers)
 
-    def _guard(self, app: Flask, endpoint: str, key_func: Any) -> None:
+    def _guard(self, app: Flask, endpoint: str, key_func: Any, scope: str | None = None) -> None:
         view: Any = app.view_functions[endpoint]
-        app.view_functions[endpoint] = self.limiter.limit(
-            self.login_limit, key_func=key_func, methods=["POST"]
-        )(view)
+        limit = (
+            self.limiter.shared_limit(self.login_limit, scope, key_func=key_func, methods=["POST"])
+            if scope
+            else self.limiter.limit(self.login_limit, key_func=key_func, methods=["POST"])
+        )
+        app.view_functions[endpoint] = limit(view)
 
     def _remember_application_limits(self) -> None:
         # A route's own limits (login) replace the application-wide ones in flask-limiter's

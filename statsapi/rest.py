@@ -30,10 +30,14 @@ from werkzeug.routing import IntegerConverter, UnicodeConverter
 from . import db, jsonio
 from .errors import PROBLEM_MEDIA_TYPE, Problem
 from .models import Role
+from .openapi_docs import OAUTH_PASSWORD_SCHEME, problem_examples
 
 F = Callable[..., Any]
 
 BEARER_SCHEME = "bearerAuth"
+OAUTH_SCHEME = "oauth2Password"
+# Either scheme authorizes an operation: a pasted token or Swagger UI's username/password login.
+SECURITY = [{BEARER_SCHEME: []}, {OAUTH_SCHEME: []}]
 
 _UNIX_TIME = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1}
 _QUOTA = {"type": "integer", "format": "int32", "minimum": 0, "maximum": 2**31 - 1}
@@ -57,7 +61,18 @@ RETRY_AFTER = {
     "description": "Seconds to wait before retrying.",
     "schema": {"type": "integer", "format": "int32", "minimum": 0, "maximum": 86400},
 }
-RATE_LIMIT_HEADER_REFS = {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_LIMIT_HEADERS}
+# Documented once: every limited response lists the one `RateLimit` component, whose
+# description covers the companions, so Swagger UI shows one row, not five per response.
+RATE_LIMIT_HEADER = {
+    "description": (
+        'Remaining quota and seconds to reset (IETF draft), e.g. `"user-minute";r=299;t=42`. '
+        'Sent with `RateLimit-Policy` (e.g. `"user-minute";q=300;w=60`) and '
+        "`X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (Unix time); "
+        "a 429 adds `Retry-After`."
+    ),
+    "schema": RATE_LIMIT_HEADERS["RateLimit"]["schema"],
+}
+RATE_LIMIT_HEADER_REFS = {"RateLimit": {"$ref": "#/components/headers/RateLimit"}}
 REQUEST_ID_HEADER = {
     "description": "Your X-Request-ID if it was 1-128 of `A-Za-z0-9._:-`, else one made for this "
     "request; it is in the server's log line and in problem bodies as `request_id`.",
@@ -150,7 +165,9 @@ class Api(flask_smorest.Api):
         for status in http.HTTPStatus:
             response: dict[str, Any] = {"description": status.phrase}
             if status >= 400:
-                response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": ProblemSchema}}
+                response["content"] = {
+                    PROBLEM_MEDIA_TYPE: {"schema": ProblemSchema, **problem_examples(status)}
+                }
                 # Limited requests carry the rate-limit headers whatever their outcome.
                 headers = {
                     **REQUEST_ID_REF,
@@ -188,8 +205,8 @@ class Api(flask_smorest.Api):
                 ),
             },
         )
-        for name, header in RATE_LIMIT_HEADERS.items():
-            self.spec.components.header(name, header, lazy=True)
+        self.spec.components.security_scheme(OAUTH_SCHEME, OAUTH_PASSWORD_SCHEME)
+        self.spec.components.header("RateLimit", RATE_LIMIT_HEADER, lazy=True)
         self.spec.components.header("X-Request-ID", REQUEST_ID_HEADER, lazy=True)
         self.register_converter(
             UnicodeConverter, lambda _converter: {"type": "string", "maxLength": 64, "pattern": "^[a-z-]+$"}
@@ -279,7 +296,7 @@ def _strict_request() -> None:
             errors[name] = ["Unknown query parameter: this operation takes none."]
         elif len(values) > 1:
             errors[name] = ["Given more than once; send each parameter once."]
-    if "json" not in accepts and request.method in ("POST", "PUT", "PATCH", "DELETE"):
+    if not accepts & {"json", "form"} and request.method in ("POST", "PUT", "PATCH", "DELETE"):
         body = request.get_data(cache=True).strip()
         if body not in (b"", b"{}"):
             errors["_body"] = ["This operation takes no request body."]
@@ -349,7 +366,7 @@ class Blueprint(flask_smorest.Blueprint):
 
             wrapper._apidoc = deepcopy(getattr(func, "_apidoc", {}))  # type: ignore[attr-defined]
             manual = wrapper._apidoc.setdefault("manual_doc", {})  # type: ignore[attr-defined]
-            manual["security"] = [{BEARER_SCHEME: []}]
+            manual["security"] = SECURITY
             if allowed:
                 names = ", ".join(sorted(r.value for r in allowed))
                 manual.setdefault("description", "")
@@ -401,8 +418,6 @@ class Blueprint(flask_smorest.Blueprint):
         responses.setdefault(503, "SERVICE_UNAVAILABLE")
         for status, response in responses.items():
             if isinstance(response, dict) and str(status).startswith(("2", "3")):
-                headers = response.setdefault("headers", {})
-                for name in RATE_LIMIT_HEADERS:
-                    headers.setdefault(name, name)
+                response.setdefault("headers", {}).setdefault("RateLimit", "RateLimit")
         responses.setdefault(429, "TOO_MANY_REQUESTS")
         return doc

@@ -2,11 +2,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Response, request
 from flask.views import MethodView
 
 from .. import db
-from ..rest import Blueprint
+from ..errors import PROBLEM_MEDIA_TYPE
+from ..metrics import AUTH_FAILURES
+from ..openapi_docs import problem_example
+from ..rest import RATE_LIMIT_HEADER_REFS, REQUEST_ID_REF, Blueprint, ProblemSchema
+from ..schemas.oauth import NO_STORE, OAuthTokenSchema, PasswordGrantSchema, oauth_error
 from ..schemas.users import LoginSchema, PasswordChangeSchema, TokenPairSchema, UserSchema
 from ..security import current_principal
 from ..services import auth as auth_service
@@ -28,6 +32,52 @@ class Login(MethodView):
         """
         pair = auth_service.login(db.session(), **credentials)
         return pair.as_json()
+
+
+_OAUTH_ERRORS = {
+    code: problem_example(
+        400, code.replace("_", "-"), detail, "/api/auth/token", error=code, error_description=detail
+    )
+    for code, detail in (
+        ("invalid_grant", "The username or password is incorrect."),
+        (
+            "invalid_request",
+            "Send grant_type=password, username and password as application/x-www-form-urlencoded "
+            "(password: Missing data for required field.).",
+        ),
+        ("unsupported_grant_type", "grant_type 'client_credentials' is not supported; use password."),
+    )
+}
+OAUTH_400 = {
+    "schema": ProblemSchema,
+    "content_type": PROBLEM_MEDIA_TYPE,
+    "description": "RFC 6749 §5.2 error (`error`, `error_description`) inside a problem.",
+    "examples": {code: {"summary": code, "value": body} for code, body in _OAUTH_ERRORS.items()},
+    "headers": {**REQUEST_ID_REF, **RATE_LIMIT_HEADER_REFS},
+}
+
+
+@blp.route("/token")
+class Token(MethodView):
+    @blp.arguments(PasswordGrantSchema, location="form", error_status_code=400)
+    @blp.response(
+        200, OAuthTokenSchema, headers={"Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}}}
+    )
+    @blp.alt_response(400, **OAUTH_400)
+    def post(self, grant: dict[str, Any]) -> Any:
+        """OAuth 2.0 token endpoint: the password grant (Swagger UI's Authorize dialog).
+
+        The same login as `POST /api/auth/login` (same limits, same timing, same
+        failures) in RFC 6749's form: a wrong password is a 400 `invalid_grant`.
+        """
+        if any(len(values) > 1 for values in request.form.listvalues()):
+            raise oauth_error("invalid_request", "Each parameter must be sent once (RFC 6749 §3.2).")
+        try:
+            pair = auth_service.login(db.session(), username=grant["username"], password=grant["password"])
+        except AuthenticationFailed as failure:
+            AUTH_FAILURES.labels(reason="bad_credentials").inc()
+            raise oauth_error("invalid_grant", failure.detail) from None
+        return {**pair.as_json(), "token_type": "bearer"}, 200, NO_STORE
 
 
 @blp.route("/refresh")
