@@ -12,15 +12,18 @@ from typing import Any
 from .errors import PROBLEM_TYPES, STATUS_SLUGS, default_title, problem_type
 
 TOKEN_URL = "/api/auth/token"  # noqa: S105 (a URL, not a secret)
+REFRESH_URL = "/api/auth/refresh"
 
 OAUTH_PASSWORD_SCHEME: dict[str, Any] = {
     "type": "oauth2",
     "description": (
         "Username and password, exchanged at `POST /api/auth/token` (RFC 6749 §4.3, "
         "resource owner password credentials) for the same tokens as `POST /api/auth/login`. "
-        "In Swagger UI: **Authorize**, fill in username and password, leave client_id empty."
+        "In Swagger UI: **Authorize**, fill in username and password, leave client_id empty. "
+        "The tokens are the JWTs of `bearerAuth` (RFC8725 best current practices); refresh them "
+        "at `POST /api/auth/refresh` with the refresh token as the bearer."
     ),
-    "flows": {"password": {"tokenUrl": TOKEN_URL, "scopes": {}}},
+    "flows": {"password": {"tokenUrl": TOKEN_URL, "refreshUrl": REFRESH_URL, "scopes": {}}},
 }
 
 EXAMPLE_INSTANCE = "/api/records"

@@ -65,17 +65,13 @@ RETRY_AFTER = {
 # description covers the companions, so Swagger UI shows one row, not five per response.
 RATE_LIMIT_HEADER = {
     "description": (
-        'Remaining quota and seconds to reset (IETF draft), e.g. `"user-minute";r=299;t=42`. '
-        'Sent with `RateLimit-Policy` (e.g. `"user-minute";q=300;w=60`) and '
-        "`X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (Unix time); "
-        "a 429 adds `Retry-After`."
+        'Quota left: `"user-minute";r=299;t=42`; `RateLimit-Policy`, `X-RateLimit-*`: see *Rate limits*.'
     ),
     "schema": RATE_LIMIT_HEADERS["RateLimit"]["schema"],
 }
 RATE_LIMIT_HEADER_REFS = {"RateLimit": {"$ref": "#/components/headers/RateLimit"}}
 REQUEST_ID_HEADER = {
-    "description": "Your X-Request-ID if it was 1-128 of `A-Za-z0-9._:-`, else one made for this "
-    "request; it is in the server's log line and in problem bodies as `request_id`.",
+    "description": "Yours if 1-128 of `A-Za-z0-9._:-`, else a new one; in logs and problems' `request_id`.",
     "schema": {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
 }
 REQUEST_ID_REF = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
@@ -113,7 +109,7 @@ class ProblemSchema(ma.Schema):
     )
     request_id = ma.fields.String(
         metadata={
-            "description": "Correlates with the server's logs.",
+            "description": "The `X-Request-ID` response header: correlates with the server's logs.",
             "maxLength": 128,
             "pattern": "^[A-Za-z0-9._:-]{1,128}$",
         }
@@ -168,9 +164,9 @@ class Api(flask_smorest.Api):
                 response["content"] = {
                     PROBLEM_MEDIA_TYPE: {"schema": ProblemSchema, **problem_examples(status)}
                 }
-                # Limited requests carry the rate-limit headers whatever their outcome.
+                # Limited requests carry the rate-limit headers whatever their outcome; the
+                # request id is documented on successes and in the body (`request_id`).
                 headers = {
-                    **REQUEST_ID_REF,
                     **(RATE_LIMIT_HEADER_REFS if status < 500 else {}),
                     **_ERROR_HEADERS.get(status, {}),
                 }

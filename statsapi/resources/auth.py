@@ -9,8 +9,8 @@ from .. import db
 from ..errors import PROBLEM_MEDIA_TYPE
 from ..metrics import AUTH_FAILURES
 from ..openapi_docs import problem_example
-from ..rest import RATE_LIMIT_HEADER_REFS, REQUEST_ID_REF, Blueprint, ProblemSchema
-from ..schemas.oauth import NO_STORE, OAuthTokenSchema, PasswordGrantSchema, oauth_error
+from ..rest import RATE_LIMIT_HEADER_REFS, Blueprint
+from ..schemas.oauth import NO_STORE, OAuthProblemSchema, OAuthTokenSchema, PasswordGrantSchema, oauth_error
 from ..schemas.users import LoginSchema, PasswordChangeSchema, TokenPairSchema, UserSchema
 from ..security import current_principal
 from ..services import auth as auth_service
@@ -49,11 +49,11 @@ _OAUTH_ERRORS = {
     )
 }
 OAUTH_400 = {
-    "schema": ProblemSchema,
+    "schema": OAuthProblemSchema,
     "content_type": PROBLEM_MEDIA_TYPE,
     "description": "RFC 6749 §5.2 error (`error`, `error_description`) inside a problem.",
     "examples": {code: {"summary": code, "value": body} for code, body in _OAUTH_ERRORS.items()},
-    "headers": {**REQUEST_ID_REF, **RATE_LIMIT_HEADER_REFS},
+    "headers": RATE_LIMIT_HEADER_REFS,
 }
 
 

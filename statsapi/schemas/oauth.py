@@ -7,6 +7,7 @@ from typing import Any, NoReturn
 import marshmallow as ma
 
 from ..errors import Problem
+from ..rest import ProblemSchema
 from .fields import Text
 
 GRANT_TYPES = ["password"]
@@ -63,6 +64,15 @@ class PasswordGrantSchema(ma.Schema):
             f"Send grant_type=password, username and password as "
             f"application/x-www-form-urlencoded ({problems}).",
         )
+
+
+class OAuthProblemSchema(ProblemSchema):
+    """A problem that is also an RFC 6749 §5.2 error response."""
+
+    error = ma.fields.String(
+        required=True, metadata={"enum": ["invalid_request", "invalid_grant", "unsupported_grant_type"]}
+    )
+    error_description = Text(1024, required=True, metadata={"description": "Same as `detail`."})
 
 
 class OAuthTokenSchema(ma.Schema):
