@@ -37,7 +37,7 @@ F = Callable[..., Any]
 BEARER_SCHEME = "bearerAuth"
 OAUTH_SCHEME = "oauth2Password"
 # Either scheme authorizes an operation: a pasted token or Swagger UI's username/password login.
-SECURITY = [{BEARER_SCHEME: []}, {OAUTH_SCHEME: []}]
+SECURITY: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}, {OAUTH_SCHEME: []}]
 
 _UNIX_TIME = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1}
 _QUOTA = {"type": "integer", "format": "int32", "minimum": 0, "maximum": 2**31 - 1}
