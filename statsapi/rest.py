@@ -39,24 +39,6 @@ OAUTH_SCHEME = "oauth2Password"
 # Either scheme authorizes an operation: a pasted token or Swagger UI's username/password login.
 SECURITY: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}, {OAUTH_SCHEME: []}]
 
-_UNIX_TIME = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1}
-_QUOTA = {"type": "integer", "format": "int32", "minimum": 0, "maximum": 2**31 - 1}
-RATE_LIMIT_HEADERS: dict[str, dict[str, Any]] = {
-    "RateLimit-Policy": {
-        "description": 'Quota policies that apply (IETF draft), e.g. `"user-minute";q=300;w=60`.',
-        "schema": {"type": "string", "maxLength": 256, "pattern": '^"[a-z-]+";q=[0-9]+;w=[0-9]+'},
-    },
-    "RateLimit": {
-        "description": 'Remaining quota and seconds to reset (IETF draft), e.g. `"user-minute";r=299;t=42`.',
-        "schema": {"type": "string", "maxLength": 128, "pattern": '^"[a-z-]+";r=[0-9]+;t=[0-9]+$'},
-    },
-    "X-RateLimit-Limit": {"description": "Requests allowed in the current window.", "schema": _QUOTA},
-    "X-RateLimit-Remaining": {"description": "Requests left in the current window.", "schema": _QUOTA},
-    "X-RateLimit-Reset": {
-        "description": "Unix time at which the current window resets.",
-        "schema": _UNIX_TIME,
-    },
-}
 RETRY_AFTER = {
     "description": "Seconds to wait before retrying.",
     "schema": {"type": "integer", "format": "int32", "minimum": 0, "maximum": 86400},
@@ -67,7 +49,7 @@ RATE_LIMIT_HEADER = {
     "description": (
         'Quota left: `"user-minute";r=299;t=42`; `RateLimit-Policy`, `X-RateLimit-*`: see *Rate limits*.'
     ),
-    "schema": RATE_LIMIT_HEADERS["RateLimit"]["schema"],
+    "schema": {"type": "string", "maxLength": 128, "pattern": '^"[a-z-]+";r=[0-9]+;t=[0-9]+$'},
 }
 RATE_LIMIT_HEADER_REFS = {"RateLimit": {"$ref": "#/components/headers/RateLimit"}}
 REQUEST_ID_HEADER = {

@@ -99,6 +99,7 @@ def test_wrong_password_unknown_user_and_deactivated_account_are_the_same_invali
         {"grant_type": "password", "password": PASSWORD},
         {"username": "alice", "password": PASSWORD},
         {"grant_type": "password", "username": "", "password": PASSWORD},
+        {"grant_type": "password", "username": "ali\x00ce", "password": PASSWORD},
         {},
     ],
 )

@@ -8,6 +8,7 @@ import marshmallow as ma
 
 from ..errors import Problem
 from ..rest import ProblemSchema
+from .common import StrictSchema
 from .fields import Text
 
 GRANT_TYPES = ["password"]
@@ -26,9 +27,10 @@ def oauth_error(code: str, description: str) -> Problem:
     )
 
 
-class PasswordGrantSchema(ma.Schema):
+class PasswordGrantSchema(StrictSchema):
     """``grant_type=password&username=…&password=…``; other parameters (``scope``,
-    ``client_id``, ``client_secret``, which Swagger UI may send) are ignored (RFC 6749 §3.2)."""
+    ``client_id``, ``client_secret``, which Swagger UI may send) are ignored (RFC 6749 §3.2).
+    Text holding NUL or unpaired surrogates is refused (StrictSchema), as at login."""
 
     class Meta:
         unknown = ma.EXCLUDE
