@@ -1,7 +1,8 @@
 """flask-smorest with statsapi's house rules, added once.
 
-* ``Api``: problem+json for every documented error, the bearer security scheme, the
-  rate-limit headers as reusable components; docs are served by ``resources.docs``.
+* ``Api``: problem+json (with examples) for every documented error, the bearer and
+  OAuth 2.0 password security schemes, one shared rate-limit header component; docs are
+  served by ``resources.docs``.
 * ``Blueprint``:
   - ``auth_required(*roles)`` authenticates, authorises and documents 401/403 and the
     security requirement in one decorator;
