@@ -25,7 +25,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "statsapi"
 # -- werkzeug / routing ------------------------------------------------------------------
 @pytest.mark.parametrize("path", ["/nope", "/api/records/not-a-number", "/api/admin/users/1/nope", "/api"])
 def test_unknown_route_is_a_404_problem(client: FlaskClient, path: str) -> None:
-    body = assert_problem(client.get(path), 404, "/problems/not-found", detail="No resource exists at this URL.")
+    body = assert_problem(
+        client.get(path), 404, "/problems/not-found", detail="No resource exists at this URL."
+    )
     assert body["title"] == "Not Found"
     assert body["instance"] == path
 
