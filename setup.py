@@ -15,7 +15,7 @@ setup(
     ],
     package_dir={"statsapi.migrations": "migrations"},
     package_data={
-        "statsapi": ["templates/*.html", "static/*.js", "static/*.css", "static/vendor/redoc/*.js"],
+        "statsapi": ["templates/*.html", "static/*.js", "static/*.css", "static/*.ico", "static/vendor/redoc/*.js"],
         "statsapi.migrations": ["script.py.mako"],
     },
 )

@@ -109,8 +109,9 @@ def _spec_options() -> dict[str, Any]:
     return {
         "info": {
             "description": (
-                "Financial transaction records and their statistics. Authenticate with "
-                "`POST /api/auth/login`, then **Authorize** with the access token. Every error "
+                "Financial transaction records and their statistics. **Authorize** with your "
+                "username and password (OAuth 2.0 password flow, `POST /api/auth/token`), or paste "
+                "an access token from `POST /api/auth/login`. Every error "
                 "is RFC 9457 `application/problem+json`. Amounts are decimal strings in the "
                 "currency's minor units; money never passes through a float.\n\n"
                 "**Rate limits** (defaults; configurable): anonymous 60/minute per client IP; "

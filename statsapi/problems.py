@@ -56,6 +56,38 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "Invalid cursor",
         "The pagination cursor is malformed, tampered with, or belongs to other filters.",
     ),
+    # Generic HTTP errors get a type too, so every `type` an API response carries resolves.
+    "bad-request": ("Bad Request", "The request could not be understood, e.g. malformed JSON."),
+    "not-found": ("Not Found", "No resource exists at this URL, or it is not visible to you."),
+    "method-not-allowed": ("Method Not Allowed", "This URL does not support the method; see `Allow`."),
+    "content-too-large": ("Content Too Large", "The request body exceeds the server's size limit."),
+    "unsupported-media-type": (
+        "Unsupported Media Type",
+        "The request body must be JSON (`Content-Type: application/json`), UTF-8 encoded.",
+    ),
+    # OAuth 2.0 token endpoint (RFC 6749 §5.2): the body also carries `error`, `error_description`.
+    "invalid-request": (
+        "Invalid token request",
+        "The token request lacks a parameter, repeats one, or is not form-encoded (`invalid_request`).",
+    ),
+    "invalid-grant": (
+        "Invalid grant",
+        "The username or password is incorrect, or the account is deactivated (`invalid_grant`).",
+    ),
+    "unsupported-grant-type": (
+        "Unsupported grant type",
+        "The token endpoint supports `grant_type=password` only (`unsupported_grant_type`).",
+    ),
+    "internal-error": ("Internal Server Error", "An unexpected error occurred; it has been logged."),
+}
+# The type of a problem raised without one, by status; other statuses stay about:blank.
+STATUS_SLUGS = {
+    400: "bad-request",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "content-too-large",
+    415: "unsupported-media-type",
+    500: "internal-error",
 }
 
 
@@ -65,6 +97,7 @@ def problem_type(slug: str | None) -> str:
 
 def default_title(status: int, slug: str | None) -> str:
     """The problem type's title, or the status phrase for ``about:blank``."""
+    slug = slug or STATUS_SLUGS.get(status)
     if slug in PROBLEM_TYPES:
         return PROBLEM_TYPES[slug][0]
     try:
@@ -98,7 +131,7 @@ class Problem(Exception):
         super().__init__(detail)
         self.status = status or type(self).status
         self.detail = detail or default_title(self.status, None)
-        self.slug = slug or type(self).slug
+        self.slug = slug or type(self).slug or STATUS_SLUGS.get(self.status)
         self.title = title or default_title(self.status, self.slug)
         self.errors = errors
         self.headers = dict(headers or {})

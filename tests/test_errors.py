@@ -25,7 +25,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "statsapi"
 # -- werkzeug / routing ------------------------------------------------------------------
 @pytest.mark.parametrize("path", ["/nope", "/api/records/not-a-number", "/api/admin/users/1/nope", "/api"])
 def test_unknown_route_is_a_404_problem(client: FlaskClient, path: str) -> None:
-    body = assert_problem(client.get(path), 404, "about:blank", detail="No resource exists at this URL.")
+    body = assert_problem(
+        client.get(path), 404, "/problems/not-found", detail="No resource exists at this URL."
+    )
     assert body["title"] == "Not Found"
     assert body["instance"] == path
 
@@ -41,7 +43,7 @@ def test_wrong_method_is_a_405_problem_with_allow(
 ) -> None:
     response = client.open(path, method=method)
 
-    body = assert_problem(response, 405, "about:blank")
+    body = assert_problem(response, 405, "/problems/method-not-allowed")
     allow = {m.strip() for m in response.headers["Allow"].split(",")}
     assert allowed <= allow
     assert allow <= allowed | {"HEAD", "OPTIONS"}
@@ -56,7 +58,7 @@ def test_too_large_body_is_a_413_problem(factory: Factory, make_app: Callable[..
     big["padding"] = "y" * 3000
 
     response = actor.post("/api/records", json=big)
-    assert_problem(response, 413, "about:blank", detail="The request body is too large.")
+    assert_problem(response, 413, "/problems/content-too-large", detail="The request body is too large.")
     login = client.post(
         "/api/auth/login", json={"username": "alice", "password": PASSWORD, "pad": "z" * 4000}
     )
@@ -82,7 +84,7 @@ def test_wrong_content_type_is_a_415_problem(as_user: Actor, content_type: str, 
 def test_malformed_json_is_a_400_problem(as_user: Actor, data: str) -> None:
     response = as_user.post("/api/records", data=data, headers={"Content-Type": "application/json"})
 
-    body = assert_problem(response, 400, "about:blank")
+    body = assert_problem(response, 400, "/problems/bad-request")
     assert "JSON" in body["detail"]
     assert as_user.get("/api/records").get_json()["items"] == []
 
@@ -175,7 +177,7 @@ def test_unhandled_exception_is_a_500_problem_without_internals(make_app: Callab
     response = api.test_client().get("/boom", headers={"X-Request-ID": "trace-500"})
 
     body = assert_problem(
-        response, 500, "about:blank", detail="An unexpected error occurred; it has been logged."
+        response, 500, "/problems/internal-error", detail="An unexpected error occurred; it has been logged."
     )
     assert body["request_id"] == "trace-500"
     text = response.get_data(as_text=True)

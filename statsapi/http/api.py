@@ -1,7 +1,8 @@
 """flask-smorest with statsapi's house rules, added once.
 
-* ``Api``: problem+json for every documented error, the bearer security scheme, the
-  rate-limit headers as reusable components; docs are served by ``resources.docs``.
+* ``Api``: problem+json (with examples) for every documented error, the bearer and
+  OAuth 2.0 password security schemes, one shared rate-limit header component; docs are
+  served by ``resources.docs``.
 * ``Blueprint``: decorators that are both the OpenAPI contract and the behaviour —
   ``auth_required(*roles)``, ``limit``, ``rate_limit_exempt`` and ``answers_from_cache``
   tell the request gate what to do (``http.gate``); ``commits`` commits the view's unit
@@ -34,38 +35,31 @@ from ..state.stats_cache import CachedStats, CacheKey
 from . import jsonio
 from .apidoc import document_errors
 from .gate import CacheUse, RouteQuota, exempt
+from .openapi_docs import OAUTH_PASSWORD_SCHEME, problem_examples
 from .transaction import commits
 
 F = Callable[..., Any]
 
 BEARER_SCHEME = "bearerAuth"
+OAUTH_SCHEME = "oauth2Password"
+# Either scheme authorizes an operation: a pasted token or Swagger UI's username/password login.
+SECURITY: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}, {OAUTH_SCHEME: []}]
 
-_UNIX_TIME = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1}
-_QUOTA = {"type": "integer", "format": "int32", "minimum": 0, "maximum": 2**31 - 1}
-RATE_LIMIT_HEADERS: dict[str, dict[str, Any]] = {
-    "RateLimit-Policy": {
-        "description": 'Quota policies that apply (IETF draft), e.g. `"user-minute";q=300;w=60`.',
-        "schema": {"type": "string", "maxLength": 256, "pattern": '^"[a-z-]+";q=[0-9]+;w=[0-9]+'},
-    },
-    "RateLimit": {
-        "description": 'Remaining quota and seconds to reset (IETF draft), e.g. `"user-minute";r=299;t=42`.',
-        "schema": {"type": "string", "maxLength": 128, "pattern": '^"[a-z-]+";r=[0-9]+;t=[0-9]+$'},
-    },
-    "X-RateLimit-Limit": {"description": "Requests allowed in the current window.", "schema": _QUOTA},
-    "X-RateLimit-Remaining": {"description": "Requests left in the current window.", "schema": _QUOTA},
-    "X-RateLimit-Reset": {
-        "description": "Unix time at which the current window resets.",
-        "schema": _UNIX_TIME,
-    },
-}
 RETRY_AFTER = {
     "description": "Seconds to wait before retrying.",
     "schema": {"type": "integer", "format": "int32", "minimum": 0, "maximum": 86400},
 }
-RATE_LIMIT_HEADER_REFS = {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_LIMIT_HEADERS}
+# Documented once: every limited response lists the one `RateLimit` component, whose
+# description covers the companions, so Swagger UI shows one row, not five per response.
+RATE_LIMIT_HEADER = {
+    "description": (
+        'Quota left: `"user-minute";r=299;t=42`; `RateLimit-Policy`, `X-RateLimit-*`: see *Rate limits*.'
+    ),
+    "schema": {"type": "string", "maxLength": 128, "pattern": '^"[a-z-]+";r=[0-9]+;t=[0-9]+$'},
+}
+RATE_LIMIT_HEADER_REFS = {"RateLimit": {"$ref": "#/components/headers/RateLimit"}}
 REQUEST_ID_HEADER = {
-    "description": "Your X-Request-ID if it was 1-128 of `A-Za-z0-9._:-`, else one made for this "
-    "request; it is in the server's log line and in problem bodies as `request_id`.",
+    "description": "Yours if 1-128 of `A-Za-z0-9._:-`, else a new one; in logs and problems' `request_id`.",
     "schema": {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
 }
 REQUEST_ID_REF = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
@@ -103,7 +97,7 @@ class ProblemSchema(ma.Schema):
     )
     request_id = ma.fields.String(
         metadata={
-            "description": "Correlates with the server's logs.",
+            "description": "The `X-Request-ID` response header: correlates with the server's logs.",
             "maxLength": 128,
             "pattern": "^[A-Za-z0-9._:-]{1,128}$",
         }
@@ -155,10 +149,12 @@ class Api(flask_smorest.Api):
         for status in http.HTTPStatus:
             response: dict[str, Any] = {"description": status.phrase}
             if status >= 400:
-                response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": ProblemSchema}}
-                # Limited requests carry the rate-limit headers whatever their outcome.
+                response["content"] = {
+                    PROBLEM_MEDIA_TYPE: {"schema": ProblemSchema, **problem_examples(status)}
+                }
+                # Limited requests carry the rate-limit headers whatever their outcome; the
+                # request id is documented on successes and in the body (`request_id`).
                 headers = {
-                    **REQUEST_ID_REF,
                     **(RATE_LIMIT_HEADER_REFS if status < 500 else {}),
                     **_ERROR_HEADERS.get(status, {}),
                 }
@@ -193,8 +189,8 @@ class Api(flask_smorest.Api):
                 ),
             },
         )
-        for name, header in RATE_LIMIT_HEADERS.items():
-            self.spec.components.header(name, header, lazy=True)
+        self.spec.components.security_scheme(OAUTH_SCHEME, OAUTH_PASSWORD_SCHEME)
+        self.spec.components.header("RateLimit", RATE_LIMIT_HEADER, lazy=True)
         self.spec.components.header("X-Request-ID", REQUEST_ID_HEADER, lazy=True)
         self.register_converter(
             UnicodeConverter, lambda _converter: {"type": "string", "maxLength": 64, "pattern": "^[a-z-]+$"}
@@ -350,7 +346,7 @@ class Blueprint(flask_smorest.Blueprint):
             }
             func._apidoc = deepcopy(getattr(func, "_apidoc", {}))  # type: ignore[attr-defined]
             manual = func._apidoc.setdefault("manual_doc", {})  # type: ignore[attr-defined]
-            manual["security"] = [{BEARER_SCHEME: []}]
+            manual["security"] = SECURITY
             if allowed:
                 names = ", ".join(sorted(r.value for r in allowed))
                 manual["description"] = f"{manual.get('description', '')}\n\nRoles: {names}.".strip()
@@ -413,8 +409,6 @@ class Blueprint(flask_smorest.Blueprint):
         responses.setdefault(503, "SERVICE_UNAVAILABLE")
         for status, response in responses.items():
             if isinstance(response, dict) and str(status).startswith(("2", "3")):
-                headers = response.setdefault("headers", {})
-                for name in RATE_LIMIT_HEADERS:
-                    headers.setdefault(name, name)
+                response.setdefault("headers", {}).setdefault("RateLimit", "RateLimit")
         responses.setdefault(429, "TOO_MANY_REQUESTS")
         return doc

@@ -235,7 +235,7 @@ def refuse_unaccepted_input(route: RoutePolicy) -> None:
             errors[name] = ["Unknown query parameter: this operation takes none."]
         elif len(request.args.getlist(name)) > 1:
             errors[name] = ["Given more than once; send each parameter once."]
-    if "json" not in route.accepts and request.method in ("POST", "PUT", "PATCH", "DELETE"):
+    if not route.accepts & {"json", "form"} and request.method in ("POST", "PUT", "PATCH", "DELETE"):
         body = request.get_data(cache=True).strip()
         if body not in (b"", b"{}"):
             errors["_body"] = ["This operation takes no request body."]

@@ -7,10 +7,12 @@ from flask.views import MethodView
 
 from ..auth.guard import current_principal
 from ..auth.tokens import issue_pair, refresh_ttl
-from ..http.api import Blueprint
+from ..http.api import RATE_LIMIT_HEADER_REFS, Blueprint
 from ..http.jsonio import try_loads
+from ..http.openapi_docs import problem_example
 from ..http.transaction import commit, session
-from ..problems import RefreshReuse
+from ..problems import PROBLEM_MEDIA_TYPE, AuthenticationFailed, RefreshReuse
+from ..schemas.oauth import NO_STORE, OAuthProblemSchema, OAuthTokenSchema, PasswordGrantSchema, oauth_error
 from ..schemas.users import LoginSchema, PasswordChangeSchema, TokenPairSchema, UserSchema
 from ..services import auth as auth_service
 
@@ -18,8 +20,9 @@ blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Log in, r
 
 
 def per_username(subject: str) -> str:
-    """Login guesses are counted per client IP + the username they try."""
-    body = try_loads(request.get_data(cache=True)) if request.is_json else None
+    """Login guesses are counted per client IP + the username they try (JSON at /login, a
+    form at /token: one budget for both)."""
+    body = try_loads(request.get_data(cache=True)) if request.is_json else request.form
     username = body.get("username") if isinstance(body, dict) else None
     name = username.strip().lower()[:64] if isinstance(username, str) else "-"
     return f"login:{subject}:{name}"
@@ -44,6 +47,55 @@ class Login(MethodView):
         """
         grant = auth_service.login(session(), refresh_ttl=refresh_ttl(), **credentials)
         return issue_pair(grant).as_json()
+
+
+_OAUTH_ERRORS = {
+    code: problem_example(
+        400, code.replace("_", "-"), detail, "/api/auth/token", error=code, error_description=detail
+    )
+    for code, detail in (
+        ("invalid_grant", "The username or password is incorrect."),
+        (
+            "invalid_request",
+            "Send grant_type=password, username and password as application/x-www-form-urlencoded "
+            "(password: Missing data for required field.).",
+        ),
+        ("unsupported_grant_type", "grant_type 'client_credentials' is not supported; use password."),
+    )
+}
+OAUTH_400 = {
+    "schema": OAuthProblemSchema,
+    "content_type": PROBLEM_MEDIA_TYPE,
+    "description": "RFC 6749 §5.2 error (`error`, `error_description`) inside a problem.",
+    "examples": {code: {"summary": code, "value": body} for code, body in _OAUTH_ERRORS.items()},
+    "headers": RATE_LIMIT_HEADER_REFS,
+}
+
+
+@blp.route("/token")
+class Token(MethodView):
+    @blp.limit("login", per=per_username)
+    @blp.arguments(PasswordGrantSchema, location="form", error_status_code=400)
+    @blp.commits
+    @blp.response(
+        200, OAuthTokenSchema, headers={"Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}}}
+    )
+    @blp.alt_response(400, **OAUTH_400)
+    def post(self, grant: dict[str, Any]) -> Any:
+        """OAuth 2.0 token endpoint: the password grant (Swagger UI's Authorize dialog).
+
+        The same login as `POST /api/auth/login` (same limits, same timing, same
+        failures) in RFC 6749's form: a wrong password is a 400 `invalid_grant`.
+        """
+        if any(len(values) > 1 for values in request.form.listvalues()):
+            raise oauth_error("invalid_request", "Each parameter must be sent once (RFC 6749 §3.2).")
+        try:
+            granted = auth_service.login(
+                session(), username=grant["username"], password=grant["password"], refresh_ttl=refresh_ttl()
+            )
+        except AuthenticationFailed as failure:
+            raise oauth_error("invalid_grant", failure.detail, auth_failure=failure.auth_failure) from None
+        return {**issue_pair(granted).as_json(), "token_type": "bearer"}, 200, NO_STORE
 
 
 @blp.route("/refresh")

@@ -35,7 +35,7 @@ ASSETS = {
     "swagger-ui.css": Path(str(swagger_ui_path)),
     "swagger-ui-bundle.js": Path(str(swagger_ui_path)),
     "swagger-ui-standalone-preset.js": Path(str(swagger_ui_path)),
-    "favicon-32x32.png": Path(str(swagger_ui_path)),
+    "favicon.ico": STATIC,
     "swagger-init.js": STATIC,
     "docs.css": STATIC,
     "redoc.standalone.js": vendor_dir("redoc"),
@@ -65,6 +65,8 @@ def redoc() -> str:
     return render_template("redoc.html", title=current_app.config["API_TITLE"], spec_url="/openapi.json")
 
 
+# Browsers ask for /favicon.ico on their own; it is one more asset (same caching, no quota).
+@blp.get("/favicon.ico", defaults={"filename": "favicon.ico"})
 @blp.get("/docs/assets/<path:filename>")
 @exempt
 def asset(filename: str) -> Response:

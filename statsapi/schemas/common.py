@@ -46,12 +46,22 @@ class PageArgsSchema(StrictSchema):
     )
 
 
+# What a next_cursor looks like (base64url payload, a dot, base64url MAC).
+EXAMPLE_CURSOR = "WyIyMDI2LTAzLTE0VDA5OjI2OjUzKzAwOjAwIiw0Ml0.k3Jx9Q2mVb7tYcLw"
+
+
 def page_schema(item_schema: type[ma.Schema], name: str) -> type[ma.Schema]:
-    """``{"items": [...], "next_cursor": str | null}`` around ``item_schema``."""
+    """``{"items": [...], "next_cursor": str | null}`` around ``item_schema``; its example
+    is a page of the item schema's example."""
+    item_example = getattr(getattr(item_schema, "Meta", None), "openapi", {}).get("example")
+    meta = type(
+        "Meta", (), {"openapi": {"example": {"items": [item_example], "next_cursor": EXAMPLE_CURSOR}}}
+    )
     return type(
         name,
         (ma.Schema,),
         {
+            "Meta": meta,
             "items": ma.fields.List(
                 ma.fields.Nested(item_schema), required=True, metadata={"maxItems": MAX_LIMIT}
             ),

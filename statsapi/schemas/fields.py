@@ -86,7 +86,6 @@ class DecimalString(ma.fields.String):
             "type": "string",
             "pattern": self.pattern.pattern,
             "maxLength": integer_digits + 6,  # sign, point and 4 decimals
-            "example": "-12.50",
             **kwargs.pop("metadata", {}),
         }
         super().__init__(metadata=metadata, **kwargs)
@@ -110,7 +109,6 @@ class CurrencyCode(ma.fields.String):
             "enum": sorted(ISO_4217),
             "minLength": 3,
             "maxLength": 3,
-            "example": "EUR",
             **kwargs.pop("metadata", {}),
         }
         super().__init__(metadata=metadata, **kwargs)

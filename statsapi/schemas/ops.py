@@ -20,6 +20,9 @@ CHECK_STATUSES = [
 
 
 class HealthSchema(ma.Schema):
+    class Meta:
+        openapi = {"example": {"status": "ok"}}
+
     status = ma.fields.String(required=True, metadata={"enum": ["ok"]})
 
 
@@ -30,6 +33,22 @@ class CheckSchema(ma.Schema):
 
 
 class ReadySchema(ma.Schema):
+    class Meta:
+        openapi = {
+            "example": {
+                "status": "ready",
+                "checks": {
+                    "database": {"status": "ok"},
+                    "migrations": {
+                        "status": "ok",
+                        "revision": "0002",
+                        "head": "0002",
+                    },
+                    "redis": {"status": "ok"},
+                },
+            }
+        }
+
     status = ma.fields.String(
         required=True,
         metadata={
@@ -46,6 +65,15 @@ class ReadySchema(ma.Schema):
 
 
 class ProblemTypeSchema(ma.Schema):
+    class Meta:
+        openapi = {
+            "example": {
+                "type": "/problems/validation-error",
+                "title": "Validation error",
+                "description": "The request's parameters or body failed validation; see `errors`.",
+            }
+        }
+
     type = Text(256, required=True, metadata={"format": "uri-reference"})
     title = Text(128, required=True)
     description = Text(1024, required=True)

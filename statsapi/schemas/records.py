@@ -17,9 +17,37 @@ from .fields import INT64_MAX, CleanText, Count, CurrencyCode, DecimalString, Id
 
 MAX_BATCH = 1000
 
+# Examples: what Swagger UI's "Try it out" sends and shows, so they are real, valid records.
+RECORD_INPUT_EXAMPLE = {
+    "amount": "-12.50",
+    "currency": "EUR",
+    "category": "groceries",
+    "occurred_at": "2026-03-14T09:26:53Z",
+    "description": "Weekly shop",
+}
+SALARY_INPUT_EXAMPLE = {
+    "amount": "2500.00",
+    "currency": "EUR",
+    "category": "salary",
+    "occurred_at": "2026-03-01T08:00:00Z",
+    "description": "March salary",
+}
+
+
+def _stored(record_id: int, data: dict[str, str]) -> dict[str, object]:
+    stamp = "2026-03-14T09:27:05Z"
+    return {"id": record_id, "owner_id": 7, **data, "created_at": stamp, "updated_at": stamp, "version": 1}
+
+
+def _totals(count: int, total: str, avg: str, low: str, high: str) -> dict[str, object]:
+    return {"count": count, "sum": total, "avg": avg, "min": low, "max": high}
+
 
 class RecordSchema(ma.Schema):
     """A financial transaction as the API returns it."""
+
+    class Meta:
+        openapi = {"example": _stored(42, RECORD_INPUT_EXAMPLE)}
 
     id = Id(dump_only=True)
     owner_id = Id(dump_only=True)
@@ -105,6 +133,7 @@ class RecordCreateSchema(_RecordFieldsSchema):
 
     class Meta:
         unknown = ma.RAISE
+        openapi = {"example": RECORD_INPUT_EXAMPLE}
 
     currency = CurrencyCode(required=True)
     amount = DecimalString(required=True)
@@ -116,7 +145,10 @@ class RecordUpdateSchema(_RecordFieldsSchema):
     """Fields to change; at least one. ``description: null`` clears it."""
 
     class Meta(_RecordFieldsSchema.Meta):
-        openapi = {"minProperties": 1}
+        openapi = {
+            "minProperties": 1,
+            "example": {"category": "restaurants", "description": "Dinner with Sam"},
+        }
 
     # The stored amount is not re-read in another currency: a new currency comes with its amount.
     currency = CurrencyCode(
@@ -218,6 +250,9 @@ class _BatchItems(ma.fields.List):
 
 
 class RecordBatchSchema(StrictSchema):
+    class Meta(StrictSchema.Meta):
+        openapi = {"example": {"records": [RECORD_INPUT_EXAMPLE, SALARY_INPUT_EXAMPLE]}}
+
     records = _BatchItems(
         RecordCreateSchema,
         required=True,
@@ -227,6 +262,11 @@ class RecordBatchSchema(StrictSchema):
 
 
 class RecordListSchema(ma.Schema):
+    class Meta:
+        openapi = {
+            "example": {"items": [_stored(42, RECORD_INPUT_EXAMPLE), _stored(43, SALARY_INPUT_EXAMPLE)]}
+        }
+
     items = ma.fields.List(ma.fields.Nested(RecordSchema), required=True, metadata={"maxItems": MAX_BATCH})
 
 
@@ -314,6 +354,22 @@ class StatsGroupSchema(ma.Schema):
 
 class StatsSchema(ma.Schema):
     """Totals per currency, never summed across currencies."""
+
+    class Meta:
+        openapi = {
+            "example": {
+                "totals": {"EUR": _totals(2, "-56.50", "-28.25", "-44.00", "-12.50")},
+                "groups": [
+                    {
+                        "key": "groceries",
+                        "record_count": 2,
+                        "totals": {"EUR": _totals(2, "-56.50", "-28.25", "-44.00", "-12.50")},
+                    }
+                ],
+                "record_count": 2,
+                "generated_at": "2026-03-14T09:30:00Z",
+            }
+        }
 
     totals = ma.fields.Dict(
         keys=ma.fields.String(),

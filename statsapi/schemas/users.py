@@ -26,7 +26,6 @@ class Username(ma.fields.String):
             "pattern": USERNAME.pattern,
             "minLength": 3,
             "maxLength": 64,
-            "example": "alice",
             **kwargs.pop("metadata", {}),
         }
         super().__init__(metadata=metadata, **kwargs)
@@ -54,13 +53,34 @@ class Password(ma.fields.String):
         return text
 
 
+EXAMPLE_PASSWORD = "correct horse battery"  # noqa: S105 (documentation example)
+EXAMPLE_JWT = (
+    "eyJhbGciOiJIUzI1NiIsImtpZCI6IjNmOWMyYTFiN2U0ZCIsInR5cCI6IkpXVCJ9"
+    ".eyJzdWIiOiI3IiwidHlwZSI6ImFjY2VzcyIsInJvbGUiOiJ1c2VyIn0.Xq3bV0m5cJ2kHq8sR1tY4uW6zA9dF0gL2nP5rT7vX1c"
+)
+EXAMPLE_STAMP = "2026-03-14T09:27:05Z"
+
+
 class LoginSchema(StrictSchema):
+    class Meta(StrictSchema.Meta):
+        openapi = {"example": {"username": "alice", "password": EXAMPLE_PASSWORD}}
+
     # No format rules here: a malformed username must fail exactly like a wrong one (401).
     username = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=256))
     password = ma.fields.String(required=True, load_only=True, validate=ma.validate.Length(min=1, max=1024))
 
 
 class TokenPairSchema(ma.Schema):
+    class Meta:
+        openapi = {
+            "example": {
+                "access_token": EXAMPLE_JWT,
+                "refresh_token": EXAMPLE_JWT,
+                "token_type": "Bearer",
+                "expires_in": 900,
+            }
+        }
+
     access_token = Text(2048, required=True, metadata={"format": "jwt"})
     refresh_token = Text(2048, required=True, metadata={"format": "jwt"})
     token_type = ma.fields.String(required=True, metadata={"enum": ["Bearer"]})
@@ -76,6 +96,18 @@ class TokenPairSchema(ma.Schema):
 
 
 class UserSchema(ma.Schema):
+    class Meta:
+        openapi = {
+            "example": {
+                "id": 7,
+                "username": "alice",
+                "role": "user",
+                "is_active": True,
+                "created_at": EXAMPLE_STAMP,
+                "updated_at": EXAMPLE_STAMP,
+            }
+        }
+
     id = Id()
     username = Text(64, metadata={"pattern": USERNAME.pattern})
     role = ma.fields.String(metadata={"enum": ROLE_NAMES})
@@ -88,6 +120,9 @@ UserPageSchema = page_schema(UserSchema, "UserPageSchema")
 
 
 class UserCreateSchema(StrictSchema):
+    class Meta(StrictSchema.Meta):
+        openapi = {"example": {"username": "bob", "password": "staple battery horse", "role": "user"}}
+
     username = Username(required=True)
     password = Password(required=True)
     role = ma.fields.String(load_default="user", validate=ma.validate.OneOf(ROLE_NAMES))
@@ -100,7 +135,7 @@ class UserCreateSchema(StrictSchema):
 
 class UserUpdateSchema(StrictSchema):
     class Meta(StrictSchema.Meta):
-        openapi = {"minProperties": 1}
+        openapi = {"minProperties": 1, "example": {"is_active": False}}
 
     is_active = StrictBoolean(metadata={"description": "false logs the user out everywhere."})
     password = Password(metadata={"description": "Reset the password (logs the user out everywhere)."})
@@ -112,11 +147,19 @@ class UserUpdateSchema(StrictSchema):
 
 
 class RoleGrantSchema(StrictSchema):
+    class Meta(StrictSchema.Meta):
+        openapi = {"example": {"role": "analyst", "reason": "Joined the finance team (ticket OPS-142)."}}
+
     role = ma.fields.String(required=True, validate=ma.validate.OneOf(ROLE_NAMES))
     reason = CleanText(required=True, validate=ma.validate.Length(min=1, max=500))
 
 
 class PasswordChangeSchema(StrictSchema):
+    class Meta(StrictSchema.Meta):
+        openapi = {
+            "example": {"current_password": EXAMPLE_PASSWORD, "new_password": "battery staple horse correct"}
+        }
+
     current_password = ma.fields.String(
         required=True, load_only=True, validate=ma.validate.Length(min=1, max=1024)
     )
@@ -134,6 +177,21 @@ class UserQueryArgsSchema(PageArgsSchema):
 
 
 class AuditEventSchema(ma.Schema):
+    class Meta:
+        openapi = {
+            "example": {
+                "id": 314,
+                "occurred_at": EXAMPLE_STAMP,
+                "actor_id": 7,
+                "action": "record.update",
+                "target": "record:42",
+                "before": {"category": "groceries"},
+                "after": {"category": "restaurants"},
+                "reason": None,
+                "request_id": "5f0c6c1e-8d2a-4b7e-9f1a-3c2d4e5f6a7b",
+            }
+        }
+
     id = Id()
     occurred_at = RFC3339DateTime()
     actor_id = Id(allow_none=True)
@@ -154,5 +212,7 @@ class AuditQueryArgsSchema(PageArgsSchema):
         validate=ma.validate.Regexp(r"^[a-z_]{1,32}(:[A-Za-z0-9_.-]{1,64})?$"),
         metadata={"maxLength": 97, "description": "`type` or `type:id`, e.g. `record` or `record:42`."},
     )
-    action = ma.fields.String(validate=ma.validate.Length(min=1, max=64), metadata={"example": "role.grant"})
+    action = ma.fields.String(
+        validate=ma.validate.Length(min=1, max=64), metadata={"description": "e.g. `role.grant`."}
+    )
     since = RFC3339DateTime(metadata={"description": "Events at or after this time."})

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from tests.e2e.stack import Stack, shared_stack
+from tests.e2e.stack import REDIS_URL, Stack, shared_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -47,3 +48,16 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     )
     yield chromium
     chromium.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_browser_budget(stack: Stack) -> None:
+    """Chromium always connects from 127.0.0.1, so every browser test spends the same
+    anonymous per-IP budget (pages, /openapi.json, the token endpoint); each test starts
+    with a fresh one, whatever ran before it."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for key in client.scan_iter(match=f"{stack.redis_prefix}limits:LIMITER/ip:127.0.0.1/*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
