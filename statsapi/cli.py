@@ -178,9 +178,8 @@ def set_password(username: str, from_stdin: bool) -> None:
     Prompts twice, or reads one line from standard input with --stdin. Every token the
     user holds stops working at once, and the change is written to the audit log.
     """
-    from .auth.passwords import hash_password
     from .db import get_database
-    from .services import audit, users
+    from .services import users
 
     password = _read_password(from_stdin, None)
     session = get_database(current_app).new_session()
@@ -190,18 +189,8 @@ def set_password(username: str, from_stdin: bool) -> None:
             raise click.ClickException(f"no user named {username.lower()!r}")
         if password.lower() == user.username:
             raise click.UsageError("the password must differ from the username")
-        before = user.snapshot()
-        user.password_hash = hash_password(password)
-        users.revoke_all_tokens(user)
-        audit.record(
-            session,
-            actor_id=None,
-            action="user.password_reset",
-            target_type="user",
-            target_id=user.id,
-            before=before,
-            after={**user.snapshot(), "password_reset": True},
-            reason="set-password on the command line",
+        users.reset_password(
+            session, user=user, password=password, actor_id=None, reason="set-password on the command line"
         )
         session.commit()
         click.echo(f"password set for {user.username!r}; every token it held is revoked")

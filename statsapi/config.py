@@ -149,34 +149,11 @@ class Settings:
             raise ConfigError(f"STATSAPI_ENV must be one of {', '.join(ENVIRONMENTS)}, got {env!r}")
         production = env == "production"
         instance_path = get("STATSAPI_INSTANCE_PATH", str(Path.cwd() / "instance"))
-
-        database_url = get("DATABASE_URL", "").strip()
-        if not database_url:
-            if production:
-                raise ConfigError("DATABASE_URL is required in production (a PostgreSQL URL)")
-            database_url = f"sqlite:///{Path(instance_path) / 'statsapi.db'}"
-        database_url = _normalise_database_url(database_url)
-        if production and not database_url.startswith("postgresql"):
-            raise ConfigError("DATABASE_URL must be a PostgreSQL URL in production")
-        _check_database_url(database_url)
-
+        database_url = _database_url(get("DATABASE_URL", "").strip(), instance_path, production=production)
         redis_url = get("REDIS_URL", "").strip()
         if production and not redis_url:
             raise ConfigError("REDIS_URL is required in production (limits, cache, token state)")
-
-        secret = get("JWT_SECRET_KEY", "").strip()
-        generated = False
-        if not secret:
-            if production:
-                raise ConfigError("JWT_SECRET_KEY is required in production (32+ random bytes)")
-            secret = secrets.token_urlsafe(48)
-            generated = True
-        elif production:
-            _check_strong_secret(secret, "JWT_SECRET_KEY")
-        previous = tuple(k.strip() for k in get("JWT_PREVIOUS_SECRET_KEYS", "").split(",") if k.strip())
-        if production:
-            for key in previous:
-                _check_strong_secret(key, "JWT_PREVIOUS_SECRET_KEYS")
+        secret, previous, generated = _signing_secrets(get, production=production)
 
         log_level = get("LOG_LEVEL", "INFO").strip().upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -191,28 +168,8 @@ class Settings:
             jwt_secret_key=secret,
             jwt_previous_secret_keys=previous,
             jwt_secret_generated=generated,
-            access_token_minutes=_int(
-                get("JWT_ACCESS_TOKEN_MINUTES", "15"), "JWT_ACCESS_TOKEN_MINUTES", minimum=1
-            ),
-            refresh_token_days=_int(get("JWT_REFRESH_TOKEN_DAYS", "14"), "JWT_REFRESH_TOKEN_DAYS", minimum=1),
-            trusted_proxy_hops=_int(get("TRUSTED_PROXY_HOPS", "0"), "TRUSTED_PROXY_HOPS"),
-            ratelimit_enabled=_bool(get("RATELIMIT_ENABLED", "true"), "RATELIMIT_ENABLED"),
-            ratelimit_login=get("RATELIMIT_LOGIN", "5/minute;30/hour"),
-            ratelimit_anonymous=get("RATELIMIT_ANONYMOUS", "60/minute"),
-            ratelimit_user=get("RATELIMIT_USER", "300/minute"),
-            ratelimit_elevated=get("RATELIMIT_ELEVATED", "1200/minute"),
-            stats_cache_ttl_seconds=_int(
-                get("STATS_CACHE_TTL_SECONDS", "300"), "STATS_CACHE_TTL_SECONDS", minimum=1
-            ),
-            docs_enabled=_bool(get("DOCS_ENABLED", "true"), "DOCS_ENABLED"),
-            max_content_length=_int(
-                get("MAX_CONTENT_LENGTH", str(1024 * 1024)), "MAX_CONTENT_LENGTH", minimum=1024
-            ),
+            **_tunables(get),
             log_level=log_level,
-            db_statement_timeout_ms=_int(
-                get("DB_STATEMENT_TIMEOUT_MS", "15000"), "DB_STATEMENT_TIMEOUT_MS", minimum=100
-            ),
-            db_pool_size=_int(get("DB_POOL_SIZE", "5"), "DB_POOL_SIZE", minimum=1),
             metrics_allowed_networks=_networks(
                 get("METRICS_ALLOWED_NETWORKS", ",".join(DEFAULT_METRICS_NETWORKS))
             ),
@@ -311,3 +268,62 @@ def _normalise_database_url(url: str) -> str:
     if _POSTGRES_SCHEME.match(url):
         return _POSTGRES_SCHEME.sub("postgresql+psycopg2://", url, count=1)
     return url
+
+
+def _database_url(url: str, instance_path: str, *, production: bool) -> str:
+    """DATABASE_URL, checked; the embedded SQLite file when unset outside production."""
+    if not url:
+        if production:
+            raise ConfigError("DATABASE_URL is required in production (a PostgreSQL URL)")
+        url = f"sqlite:///{Path(instance_path) / 'statsapi.db'}"
+    url = _normalise_database_url(url)
+    if production and not url.startswith("postgresql"):
+        raise ConfigError("DATABASE_URL must be a PostgreSQL URL in production")
+    _check_database_url(url)
+    return url
+
+
+def _signing_secrets(get: Any, *, production: bool) -> tuple[str, tuple[str, ...], bool]:
+    """JWT_SECRET_KEY (generated outside production when unset), the previous keys, and
+    whether the key was generated; production refuses weak or placeholder keys."""
+    secret = get("JWT_SECRET_KEY", "").strip()
+    generated = False
+    if not secret:
+        if production:
+            raise ConfigError("JWT_SECRET_KEY is required in production (32+ random bytes)")
+        secret = secrets.token_urlsafe(48)
+        generated = True
+    elif production:
+        _check_strong_secret(secret, "JWT_SECRET_KEY")
+    previous = tuple(k.strip() for k in get("JWT_PREVIOUS_SECRET_KEYS", "").split(",") if k.strip())
+    if production:
+        for key in previous:
+            _check_strong_secret(key, "JWT_PREVIOUS_SECRET_KEYS")
+    return secret, previous, generated
+
+
+def _tunables(get: Any) -> dict[str, Any]:
+    """Lifetimes, limits, sizes and switches: each with its default and its bounds."""
+    return {
+        "access_token_minutes": _int(
+            get("JWT_ACCESS_TOKEN_MINUTES", "15"), "JWT_ACCESS_TOKEN_MINUTES", minimum=1
+        ),
+        "refresh_token_days": _int(get("JWT_REFRESH_TOKEN_DAYS", "14"), "JWT_REFRESH_TOKEN_DAYS", minimum=1),
+        "trusted_proxy_hops": _int(get("TRUSTED_PROXY_HOPS", "0"), "TRUSTED_PROXY_HOPS"),
+        "ratelimit_enabled": _bool(get("RATELIMIT_ENABLED", "true"), "RATELIMIT_ENABLED"),
+        "ratelimit_login": get("RATELIMIT_LOGIN", "5/minute;30/hour"),
+        "ratelimit_anonymous": get("RATELIMIT_ANONYMOUS", "60/minute"),
+        "ratelimit_user": get("RATELIMIT_USER", "300/minute"),
+        "ratelimit_elevated": get("RATELIMIT_ELEVATED", "1200/minute"),
+        "stats_cache_ttl_seconds": _int(
+            get("STATS_CACHE_TTL_SECONDS", "300"), "STATS_CACHE_TTL_SECONDS", minimum=1
+        ),
+        "docs_enabled": _bool(get("DOCS_ENABLED", "true"), "DOCS_ENABLED"),
+        "max_content_length": _int(
+            get("MAX_CONTENT_LENGTH", str(1024 * 1024)), "MAX_CONTENT_LENGTH", minimum=1024
+        ),
+        "db_statement_timeout_ms": _int(
+            get("DB_STATEMENT_TIMEOUT_MS", "15000"), "DB_STATEMENT_TIMEOUT_MS", minimum=100
+        ),
+        "db_pool_size": _int(get("DB_POOL_SIZE", "5"), "DB_POOL_SIZE", minimum=1),
+    }

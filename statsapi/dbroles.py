@@ -76,6 +76,13 @@ def grant_app_role(connection: Connection, *, role: str, password: str | None = 
     if password:
         _set_password(connection, role=role, quoted=quoted, password=password)
 
+    _grant_schema(connection, role=role, quoted=quoted)
+    granted = _grant_tables(connection, quoted=quoted)
+    return AppRoleReport(role=role, created=created, password_set=bool(password), tables=granted)
+
+
+def _grant_schema(connection: Connection, *, role: str, quoted: str) -> None:
+    """CONNECT on the database and USAGE (never CREATE) on the schema."""
     database = connection.execute(text("SELECT current_database()")).scalar_one()
     prep = connection.dialect.identifier_preparer
     connection.execute(text(f"GRANT CONNECT ON DATABASE {prep.quote_identifier(database)} TO {quoted}"))
@@ -87,6 +94,10 @@ def grant_app_role(connection: Connection, *, role: str, password: str | None = 
         if _has(connection, f"has_schema_privilege(:role, '{SCHEMA}', 'CREATE')", role=role):
             raise AppRoleError(f"{role} may still CREATE in schema {SCHEMA}: revoke that as its owner")
 
+
+def _grant_tables(connection: Connection, *, quoted: str) -> dict[str, tuple[str, ...]]:
+    """Each table's privileges (TABLE_PRIVILEGES), the sequences, and defaults for later tables."""
+    prep = connection.dialect.identifier_preparer
     tables = list(
         connection.execute(
             text("SELECT tablename FROM pg_tables WHERE schemaname = :schema ORDER BY tablename"),
@@ -114,7 +125,7 @@ def grant_app_role(connection: Connection, *, role: str, password: str | None = 
             f"GRANT {', '.join(SEQUENCE_PRIVILEGES)} ON SEQUENCES TO {quoted}"
         )
     )
-    return AppRoleReport(role=role, created=created, password_set=bool(password), tables=granted)
+    return granted
 
 
 def table_privileges(connection: Connection, *, role: str) -> dict[str, set[str]]:

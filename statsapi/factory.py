@@ -84,17 +84,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     shared = backends.init_app(app, settings, database, keys)
     # Hooks run in this order before each request (after it: headers, then observe last).
     observe.init_app(app, settings.metrics_allowed_networks)
-    gate.init_app(
-        app,
-        gate.Gate(
-            tiers=Tiers(settings),
-            store=shared.admission,
-            cache=shared.cache,
-            tokens=shared.tokens,
-            codec=shared.codec,
-            parse_query=Blueprint.ARGUMENTS_PARSER.parse_query,
-        ),
-    )
+    gate.init_app(app, _gate(settings, shared))
     errors.init_app(app)
     headers.init_app(app)
     register(app, Api(app))
@@ -103,6 +93,17 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
 
     bootstrap.start(app)  # key warning, embedded first run, database check: what this invocation needs
     return app
+
+
+def _gate(settings: Settings, shared: backends.SharedState) -> gate.Gate:
+    return gate.Gate(
+        tiers=Tiers(settings),
+        store=shared.admission,
+        cache=shared.cache,
+        tokens=shared.tokens,
+        codec=shared.codec,
+        parse_query=Blueprint.ARGUMENTS_PARSER.parse_query,
+    )
 
 
 def _spec_options() -> dict[str, Any]:

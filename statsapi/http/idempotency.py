@@ -93,25 +93,11 @@ def claim(session: Session, *, user_id: int, key: str, endpoint: str, fingerprin
     )
     session.commit()
     for _attempt in range(3):
-        session.expunge_all()
         now = utcnow()
-        session.add(
-            IdempotencyKey(
-                user_id=user_id,
-                key=key,
-                endpoint=endpoint,
-                request_hash=fingerprint,
-                state="in_flight",
-                created_at=now,
-                locked_until=now + LEASE,
-                expires_at=now + TTL,
-            )
-        )
-        try:
-            session.commit()
+        if _insert_claim(
+            session, user_id=user_id, key=key, endpoint=endpoint, fingerprint=fingerprint, now=now
+        ):
             return Claimed(lease=now + LEASE)
-        except IntegrityError:
-            session.rollback()
         existing = session.get(IdempotencyKey, (user_id, key), populate_existing=True)
         if existing is None:
             continue  # released between our insert and read: try again
@@ -125,32 +111,62 @@ def claim(session: Session, *, user_id: int, key: str, endpoint: str, fingerprin
             )
             session.commit()
             continue
-        if existing.request_hash != fingerprint:
-            return Mismatch()
-        if existing.state == "done":
-            return Replay(
-                existing.response_status or 200,
-                existing.response_body or "",
-                dict(existing.response_headers or {}),
-            )
-        if existing.locked_until > now:
-            return InFlight()
-        # Abandoned by a crashed worker: take it over, unless someone else just did.
-        taken = rowcount(
-            session.execute(
-                update(IdempotencyKey)
-                .where(
-                    IdempotencyKey.user_id == user_id,
-                    IdempotencyKey.key == key,
-                    IdempotencyKey.state == "in_flight",
-                    IdempotencyKey.locked_until == existing.locked_until,
-                )
-                .values(locked_until=now + LEASE)
-            )
-        )
-        session.commit()
-        return Claimed(lease=now + LEASE) if taken == 1 else InFlight()
+        return _judge(session, existing, fingerprint=fingerprint, now=now)
     return InFlight()
+
+
+def _insert_claim(
+    session: Session, *, user_id: int, key: str, endpoint: str, fingerprint: str, now: dt.datetime
+) -> bool:
+    """Take the key with a fresh in-flight row; False when a row for it exists already."""
+    session.expunge_all()
+    session.add(
+        IdempotencyKey(
+            user_id=user_id,
+            key=key,
+            endpoint=endpoint,
+            request_hash=fingerprint,
+            state="in_flight",
+            created_at=now,
+            locked_until=now + LEASE,
+            expires_at=now + TTL,
+        )
+    )
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return False
+    return True
+
+
+def _judge(session: Session, existing: IdempotencyKey, *, fingerprint: str, now: dt.datetime) -> Outcome:
+    """What an unexpired key someone already holds means for this request."""
+    if existing.request_hash != fingerprint:
+        return Mismatch()
+    if existing.state == "done":
+        return Replay(
+            existing.response_status or 200,
+            existing.response_body or "",
+            dict(existing.response_headers or {}),
+        )
+    if existing.locked_until > now:
+        return InFlight()
+    # Abandoned by a crashed worker: take it over, unless someone else just did.
+    taken = rowcount(
+        session.execute(
+            update(IdempotencyKey)
+            .where(
+                IdempotencyKey.user_id == existing.user_id,
+                IdempotencyKey.key == existing.key,
+                IdempotencyKey.state == "in_flight",
+                IdempotencyKey.locked_until == existing.locked_until,
+            )
+            .values(locked_until=now + LEASE)
+        )
+    )
+    session.commit()
+    return Claimed(lease=now + LEASE) if taken == 1 else InFlight()
 
 
 def _ours(user_id: int, key: str, lease: dt.datetime) -> Any:
@@ -200,6 +216,17 @@ def purge_expired(session: Session) -> int:
     return rowcount(session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at <= utcnow())))
 
 
+_HEADER_DOC = {
+    "in": "header",
+    "name": HEADER,
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+    "description": "Retry safely: the same key and body replay the first response "
+    "(header `Idempotent-Replayed: true`); another body is 422; in flight is 409. "
+    "Keys live 24 h per user.",
+}
+
+
 def idempotent(endpoint: str) -> Callable[[F], F]:
     """Make a POST view honour ``Idempotency-Key``. Place it below ``auth_required``,
     ``arguments`` (so invalid requests never claim a key) and ``commits`` (its stored
@@ -214,36 +241,9 @@ def idempotent(endpoint: str) -> Callable[[F], F]:
             if not _KEY.match(key):
                 raise InvalidInput(HEADER, "1-255 visible ASCII characters.")
             user_id = current_principal().id
-            session = database().new_session()
-            try:
-                outcome = claim(
-                    session,
-                    user_id=user_id,
-                    key=key,
-                    endpoint=endpoint,
-                    fingerprint=request_fingerprint(endpoint),
-                )
-            finally:
-                session.close()
-            if isinstance(outcome, Replay):
-                response = current_app.response_class(outcome.body, status=outcome.status)
-                response.headers.update(outcome.headers)
-                response.headers["Idempotent-Replayed"] = "true"
-                return response
-            if isinstance(outcome, Mismatch):
-                raise Problem(
-                    422,
-                    "This Idempotency-Key was already used with a different request.",
-                    slug="idempotency-mismatch",
-                    errors={HEADER: ["Already used with another body."]},
-                )
-            if isinstance(outcome, InFlight):
-                raise Problem(
-                    409,
-                    "A request with this Idempotency-Key is still in progress; retry shortly.",
-                    slug="idempotency-conflict",
-                    headers={"Retry-After": "1"},
-                )
+            outcome = _claim_for_request(user_id=user_id, key=key, endpoint=endpoint)
+            if not isinstance(outcome, Claimed):
+                return _answer(outcome)
             try:
                 response = func(*args, **kwargs)
                 # In the view's unit of work: the response lands with what it created, or neither.
@@ -253,18 +253,39 @@ def idempotent(endpoint: str) -> Callable[[F], F]:
                 raise
             return response
 
-        return document_header(
-            wrapper,
-            {
-                "in": "header",
-                "name": HEADER,
-                "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
-                "description": "Retry safely: the same key and body replay the first response "
-                "(header `Idempotent-Replayed: true`); another body is 422; in flight is 409. "
-                "Keys live 24 h per user.",
-            },
-            (409, 422),
-        )
+        return document_header(wrapper, _HEADER_DOC, (409, 422))
 
     return decorator
+
+
+def _claim_for_request(*, user_id: int, key: str, endpoint: str) -> Outcome:
+    """Claim the key in a short transaction of its own (a duplicate sees it at once)."""
+    session = database().new_session()
+    try:
+        return claim(
+            session, user_id=user_id, key=key, endpoint=endpoint, fingerprint=request_fingerprint(endpoint)
+        )
+    finally:
+        session.close()
+
+
+def _answer(outcome: Outcome) -> Response:
+    """The stored first response for a replay; a problem for a mismatch or a key in flight."""
+    if isinstance(outcome, Mismatch):
+        raise Problem(
+            422,
+            "This Idempotency-Key was already used with a different request.",
+            slug="idempotency-mismatch",
+            errors={HEADER: ["Already used with another body."]},
+        )
+    if not isinstance(outcome, Replay):
+        raise Problem(
+            409,
+            "A request with this Idempotency-Key is still in progress; retry shortly.",
+            slug="idempotency-conflict",
+            headers={"Retry-After": "1"},
+        )
+    response = current_app.response_class(outcome.body, status=outcome.status)
+    response.headers.update(outcome.headers)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response

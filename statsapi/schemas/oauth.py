@@ -10,6 +10,7 @@ from ..http.api import ProblemSchema
 from ..problems import Problem
 from .common import StrictSchema
 from .fields import Text
+from .users import TokenPairSchema
 
 GRANT_TYPES = ["password"]
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
@@ -79,8 +80,8 @@ class OAuthProblemSchema(ProblemSchema):
     error_description = Text(1024, required=True, metadata={"description": "Same as `detail`."})
 
 
-class OAuthTokenSchema(ma.Schema):
-    """RFC 6749 §5.1 access token response."""
+class OAuthTokenSchema(TokenPairSchema):
+    """RFC 6749 §5.1 access token response: the login's pair, ``token_type`` in RFC 6749's case."""
 
     class Meta:
         openapi = {
@@ -92,17 +93,7 @@ class OAuthTokenSchema(ma.Schema):
             }
         }
 
-    access_token = Text(2048, required=True, metadata={"format": "jwt"})
     token_type = ma.fields.String(required=True, metadata={"enum": ["bearer"]})
-    expires_in = ma.fields.Integer(
-        required=True,
-        metadata={
-            "description": "Access token lifetime, seconds.",
-            "format": "int32",
-            "minimum": 1,
-            "maximum": 2**31 - 1,
-        },
-    )
     refresh_token = Text(
         2048, required=True, metadata={"format": "jwt", "description": "For `POST /api/auth/refresh`."}
     )

@@ -97,6 +97,30 @@ _INSERT_UNNESTED = text(
 )
 
 
+def record_change(
+    session: Session,
+    *,
+    actor_id: int | None,
+    action: str,
+    target: Any,
+    before: Any = None,
+    reason: str | None = None,
+    noted: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """The event for a change to ``target`` (a record or a user): its snapshot after the
+    change, plus what ``noted`` adds (e.g. ``{"password_reset": True}``)."""
+    return record(
+        session,
+        actor_id=actor_id,
+        action=action,
+        target_type=type(target).__name__.lower(),
+        target_id=target.id,
+        before=before,
+        after={**target.snapshot(), **(noted or {})},
+        reason=reason,
+    )
+
+
 def search(
     session: Session,
     *,

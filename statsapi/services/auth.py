@@ -116,12 +116,11 @@ def change_password(session: Session, *, user: User, current_password: str, new_
     before = user.snapshot()
     user.password_hash = hash_password(new_password)
     revoke_all_tokens(user)
-    audit.record(
+    audit.record_change(
         session,
         actor_id=user.id,
         action="user.password_change",
-        target_type="user",
-        target_id=user.id,
+        target=user,
         before=before,
-        after={**user.snapshot(), "password_changed": True},
+        noted={"password_changed": True},
     )

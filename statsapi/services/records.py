@@ -169,14 +169,7 @@ def create(session: Session, *, owner_id: int, data: Mapping[str, Any]) -> Recor
     record = _new_record(owner_id, data, utcnow())
     session.add(record)
     session.flush()
-    audit.record(
-        session,
-        actor_id=owner_id,
-        action="record.create",
-        target_type="record",
-        target_id=record.id,
-        after=record.snapshot(),
-    )
+    audit.record_change(session, actor_id=owner_id, action="record.create", target=record)
     mark_owners_changed(session, [owner_id])
     return record
 
@@ -289,15 +282,7 @@ def update(session: Session, *, record: Record, actor_id: int, changes: Mapping[
         return record  # nothing changed: no new version, no audit noise
     record.updated_at = utcnow()
     _flush_versioned(session, record_id=record.id)
-    audit.record(
-        session,
-        actor_id=actor_id,
-        action="record.update",
-        target_type="record",
-        target_id=record.id,
-        before=before,
-        after=record.snapshot(),
-    )
+    audit.record_change(session, actor_id=actor_id, action="record.update", target=record, before=before)
     mark_owners_changed(session, [record.owner_id])
     return record
 

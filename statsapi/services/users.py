@@ -61,14 +61,7 @@ def create(session: Session, *, actor_id: int | None, username: str, password: s
     )
     session.add(user)
     session.flush()
-    audit.record(
-        session,
-        actor_id=actor_id,
-        action="user.create",
-        target_type="user",
-        target_id=user.id,
-        after=user.snapshot(),
-    )
+    audit.record_change(session, actor_id=actor_id, action="user.create", target=user)
     return user
 
 
@@ -117,19 +110,27 @@ def update(session: Session, *, actor_id: int, user: User, changes: dict[str, An
         user.password_hash = hash_password(changes["password"])
     if activation or "password" in changes:
         revoke_all_tokens(user)  # one bump for the whole change
-        after = user.snapshot()
-        if "password" in changes:
-            after["password_reset"] = True
-        audit.record(
-            session,
-            actor_id=actor_id,
-            action="user.update",
-            target_type="user",
-            target_id=user.id,
-            before=before,
-            after=after,
+        noted = {"password_reset": True} if "password" in changes else None
+        audit.record_change(
+            session, actor_id=actor_id, action="user.update", target=user, before=before, noted=noted
         )
     return user
+
+
+def reset_password(session: Session, *, user: User, password: str, actor_id: int | None, reason: str) -> None:
+    """Set a new password (recovery): every token the user holds stops working; audited."""
+    before = user.snapshot()
+    user.password_hash = hash_password(password)
+    revoke_all_tokens(user)
+    audit.record_change(
+        session,
+        actor_id=actor_id,
+        action="user.password_reset",
+        target=user,
+        before=before,
+        reason=reason,
+        noted={"password_reset": True},
+    )
 
 
 def grant_role(session: Session, *, actor_id: int, user: User, role: str, reason: str) -> User:
@@ -140,15 +141,8 @@ def grant_role(session: Session, *, actor_id: int, user: User, role: str, reason
         user.role = role
         # The new role takes effect at once: old tokens (with the old role) stop working.
         revoke_all_tokens(user)
-    audit.record(
-        session,
-        actor_id=actor_id,
-        action="role.grant",
-        target_type="user",
-        target_id=user.id,
-        before=before,
-        after=user.snapshot(),
-        reason=reason,
+    audit.record_change(
+        session, actor_id=actor_id, action="role.grant", target=user, before=before, reason=reason
     )
     return user
 
@@ -156,12 +150,4 @@ def grant_role(session: Session, *, actor_id: int, user: User, role: str, reason
 def admin_revoke_tokens(session: Session, *, actor_id: int, user: User) -> None:
     before = user.snapshot()
     revoke_all_tokens(user)
-    audit.record(
-        session,
-        actor_id=actor_id,
-        action="token.revoke",
-        target_type="user",
-        target_id=user.id,
-        before=before,
-        after=user.snapshot(),
-    )
+    audit.record_change(session, actor_id=actor_id, action="token.revoke", target=user, before=before)
