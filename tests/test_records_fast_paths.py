@@ -25,7 +25,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
-from statsapi.db import get_database
 from statsapi.models import Record, RecordRow
 from statsapi.models.record import snapshot
 from statsapi.money import ISO_4217, amount_bound, format_minor, parse_amount
@@ -40,6 +39,7 @@ from statsapi.schemas.records import (
     dump_records,
 )
 
+from .conftest import owner_engine
 from .factories import Actor, record_body
 from .recordtools import assert_problem, audit_events, captured_sql, db_session, record_count
 
@@ -270,7 +270,7 @@ def test_batch_response_is_what_is_stored_and_each_record_is_audited(as_user: Ac
 @pytest.fixture
 def currency_row_removed(clean: Flask) -> Iterator[str]:
     """CLF missing from the reference table: the records' foreign key refuses it."""
-    engine = get_database(clean).engine
+    engine = owner_engine(clean)
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM currencies WHERE code = 'CLF'"))
     try:
@@ -296,7 +296,7 @@ def test_a_constraint_failing_mid_batch_writes_nothing(
 @pytest.fixture
 def audit_refusing_poison(clean: Flask) -> Iterator[str]:
     """A CHECK on audit_events that one item's event fails: the records INSERT succeeded."""
-    engine = get_database(clean).engine
+    engine = owner_engine(clean)
     with engine.begin() as conn:
         conn.execute(
             text(

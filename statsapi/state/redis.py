@@ -64,6 +64,11 @@ class RedisConnection:
             raise RedisUnavailable(self.last_error or "redis unavailable")
         try:
             result = operation(self.client)
+        except redis.exceptions.OutOfMemoryError as error:
+            # Full (maxmemory, noeviction): Redis answered and kept every key, it just took no
+            # write. This call falls back; the next one tries Redis again (no breaker).
+            log.warning("redis refused a write: out of memory", extra={"dependency": "redis"})
+            raise RedisUnavailable(str(error)) from error
         except (redis.RedisError, OSError) as error:
             self._failed(error)
             raise RedisUnavailable(str(error)) from error
