@@ -18,9 +18,10 @@ class Series:
     label: str
     unit: str
     values: list[float] = dataclasses.field(default_factory=list)
+    n: int | None = None  # repetitions behind VALUES when they are a (min, median, max) summary
 
     def spread(self) -> str:
-        return spread(self.values, self.unit)
+        return spread(self.values, self.unit, self.n)
 
 
 @dataclasses.dataclass
@@ -61,16 +62,16 @@ class Row:
     skipped: str | None = None  # why the row was not measured
 
 
-def spread(values: Sequence[float], unit: str = "") -> str:
-    """``median (min–max, n=N)``; a single value has no spread to show."""
+def spread(values: Sequence[float], unit: str = "", n: int | None = None) -> str:
+    """``median unit (min, max, n=N)``; a single value has no spread to show."""
     if not values:
         return "—"
     suffix = f" {unit}" if unit else ""
     if len(values) == 1:
-        return f"{_num(values[0])}{suffix} (n=1)"
+        return f"{_num(values[0])}{suffix} (n={n or 1})"
     return (
         f"{_num(statistics.median(values))}{suffix} "
-        f"(min {_num(min(values))}, max {_num(max(values))}, n={len(values)})"
+        f"(min {_num(min(values))}, max {_num(max(values))}, n={n or len(values)})"
     )
 
 
