@@ -300,12 +300,15 @@ def parse_wrk(out: str) -> dict[str, float]:
 
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    kinds = ("connect", "read", "write", "timeout")
+    errors = dict(zip(kinds, (float(g) for g in socket.groups()), strict=True)) if socket else {}
     return {
         "rps": float(rps.group(1)),
         "p50": latency("50%"),
         "p99": latency("99%"),
         "non_2xx": float(non_2xx.group(1)) if non_2xx else 0.0,
-        "socket_errors": float(sum(int(g) for g in socket.groups())) if socket else 0.0,
+        "socket_errors": sum(errors.values()),
+        **{f"{kind}_errors": errors.get(kind, 0.0) for kind in kinds},
     }
 
 

@@ -29,6 +29,7 @@ import os
 import platform
 import secrets
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -126,10 +127,13 @@ class Bench:
             self.base_tree = path
         return self.base_tree
 
-    def close(self) -> None:
+    def stop_servers(self) -> None:
         for server in self.servers:
             with contextlib.suppress(Exception):
                 server.stop()
+
+    def close(self) -> None:
+        self.stop_servers()
         if self.base_tree is not None:
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(self.base_tree)],
@@ -161,32 +165,51 @@ class Target:
         return shlex.join(argv).replace("'Authorization: Bearer $TOKEN'", '"Authorization: Bearer $TOKEN"')
 
 
-def load_side_by_side(targets: list[Target], plan: Plan) -> dict[str, report.Series]:
+@dataclasses.dataclass
+class Load:
+    rps: dict[str, report.Series]
+    p99: dict[str, report.Series]
+
+
+def load_side_by_side(targets: list[Target], plan: Plan) -> Load:
     """req/s per target, repetition by repetition, the order rotating so no target always goes first."""
+    progress(f"wrk: {', '.join(t.label for t in targets)}")
     for target in targets:
         harness.wrk(target.url, plan.warmup_seconds, target.token)
-    results = {t.label: report.Series(t.label, "req/s") for t in targets}
+    load = Load(
+        {t.label: report.Series(t.label, "req/s") for t in targets},
+        {t.label: report.Series(f"{t.label}: p99 latency", "ms") for t in targets},
+    )
     troubles: dict[str, list[str]] = {t.label: [] for t in targets}
     for rep in range(plan.repeats):
         for target in targets[rep % len(targets) :] + targets[: rep % len(targets)]:
             figures = harness.wrk(target.url, plan.seconds, target.token)
-            results[target.label].values.append(figures["rps"])
-            if figures["non_2xx"] or figures["socket_errors"]:
+            load.rps[target.label].values.append(figures["rps"])
+            load.p99[target.label].values.append(figures["p99"])
+            if not figures["rps"]:
+                troubles[target.label].append("no request completed")
+            elif figures["non_2xx"] or figures["socket_errors"]:
+                kinds = ("non_2xx", "connect_errors", "read_errors", "write_errors", "timeout_errors")
                 troubles[target.label].append(
-                    f"non-2xx {figures['non_2xx']:.0f}, socket errors {figures['socket_errors']:.0f}"
+                    ", ".join(f"{k.replace('_errors', '')} {figures[k]:.0f}" for k in kinds if figures[k])
                 )
-            results[target.label + " p99"] = results.get(target.label + " p99") or report.Series(
-                f"{target.label}: p99 latency", "ms"
-            )
-            results[target.label + " p99"].values.append(figures["p99"])
     for label, issues in troubles.items():
         if issues:
-            results[label].label += f" — errors seen: {'; '.join(issues)}"
-    return results
+            load.rps[label].label += f" — errors seen: {'; '.join(issues)}"
+    return load
 
 
 def ratio(label: str, top: report.Series, bottom: report.Series, op: str, goal: float) -> report.Ratio:
-    return report.Ratio(label, [a / b for a, b in zip(top.values, bottom.values, strict=True)], op, goal)
+    values = [a / b if b else float("inf") for a, b in zip(top.values, bottom.values, strict=True)]
+    return report.Ratio(label, values, op, goal)
+
+
+_STARTED = time.monotonic()
+
+
+def progress(message: str) -> None:
+    """Where a long run is, on stderr (RESULTS.md goes to stdout and the file)."""
+    print(f"[bench {time.monotonic() - _STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 def timed_ms(action: Callable[[], Any]) -> float:
@@ -199,6 +222,7 @@ def timed_ms(action: Callable[[], Any]) -> float:
 def rows_request_path(bench: Bench, wanted: set[str]) -> list[report.Row]:
     """Rows 1-3 (and the server row 4 posts to): every server up at once, loaded in turn."""
     plan = bench.plan
+    progress("request path: databases and servers")
     head_env = bench.env(bench.db("head"), "head")
     # /health and the batch row need no records; the stats and records rows do.
     bench.database(ROOT, head_env, bench.db("head"), plan.page_records if wanted & {"1", "3"} else 0)
@@ -223,9 +247,9 @@ def rows_request_path(bench: Bench, wanted: set[str]) -> list[report.Row]:
             Target("statsapi GET /health", head, "/health"),
             Target("statsapi GET /api/stats (cached, user token)", head, "/api/stats", user_token),
         ]
-        series = load_side_by_side(targets, plan)
-        floor, health, stats = (series[t.label] for t in targets)
-        p99 = [series[t.label + " p99"] for t in targets]
+        load = load_side_by_side(targets, plan)
+        floor, health, stats = (load.rps[t.label] for t in targets)
+        p99 = [load.p99[t.label] for t in targets]
         commands = [f"# {s.name}: {s.command()}" for s in (bare, head)] + [
             t.command(plan.seconds) for t in targets
         ]
@@ -284,13 +308,13 @@ def row_records_page(bench: Bench, head: Server, head_token: str) -> report.Row:
         Target("this tree GET /api/records?limit=50 (admin)", head, path, head_token),
         Target(f"base {bench.base_commit} GET /api/records?limit=50 (admin)", base, path, base_token),
     ]
-    series = load_side_by_side(targets, plan)
-    now, then = (series[t.label] for t in targets)
+    load = load_side_by_side(targets, plan)
+    now, then = (load.rps[t.label] for t in targets)
     return report.Row(
         "3",
         f"GET /api/records?limit=50 (admin, {plan.page_records:,} records): this tree ÷ base {bench.base_commit}",
         [ratio(f"records page req/s ÷ base {bench.base_commit}", now, then, ">=", 2.5)],
-        [now, then, *(series[t.label + " p99"] for t in targets)],
+        [now, then, *(load.p99[t.label] for t in targets)],
         [
             f"Base: `git worktree add --detach <tmp> {bench.base_commit}`, served from that directory "
             "(cwd and PYTHONPATH) by the same venv, with its own gunicorn.conf.py and its own migrated "
@@ -313,6 +337,7 @@ def row_batch(bench: Bench, head: Server, admin_token: str) -> report.Row:
     copy = report.Series(f"COPY of {plan.batch_rows:,} rows into records", "s")
     parallel = report.Series(f"POST /api/records/batch, 4 clients, {len(bodies)} requests", "s")
     sequential = report.Series("POST /api/records/batch, 1 client", "s")
+    progress(f"batch: {plan.batch_rows:,} rows, COPY and 4 clients x {plan.batch_repeats}, then 1 client")
     for _ in range(plan.batch_repeats):
         copy.values.append(batch_load.copy_rows(dsn, csv_text))
         parallel.values.append(batch_load.post_batches(head.base, admin_token, bodies, clients=4))
@@ -404,7 +429,9 @@ def row_stats(bench: Bench) -> report.Row:
     ttl = 1
     env = bench.env(db_name, "stats", STATS_CACHE_TTL_SECONDS=str(ttl))
     bench.database(ROOT, env, db_name, 0)
+    progress(f"stats: seeding {plan.stats_rows:,} records")
     seeded = seed_sql(db_name, plan.stats_rows)
+    progress("stats: stats_sql.measure, then HTTP paired with SQL")
     server = bench.server("stats", ROOT, "statsapi.wsgi:app", env)
     token = harness.login(server.base, "benchadmin")
     path = "/api/stats?group_by=day"
@@ -519,7 +546,11 @@ def machine_facts(plan: Plan, base_commit: str, load_before: tuple[float, ...]) 
         ("CPU cores", f"{os.cpu_count()} — wrk, PostgreSQL and Redis share them with the servers under test"),
         ("load average before / after", f"{load_before} / {os.getloadavg()}"),
         ("Python", f"{platform.python_version()} ({platform.python_implementation()})"),
-        ("gunicorn", f"{_version('gunicorn')}, the repo's gunicorn.conf.py, WEB_CONCURRENCY=2"),
+        (
+            "gunicorn",
+            f"{_version('gunicorn')}, each tree's gunicorn.conf.py as it is (worker recycling included), "
+            "WEB_CONCURRENCY=2; the bare Flask app runs with this tree's",
+        ),
         ("Flask", _version("flask")),
         ("PostgreSQL", pg_version),
         ("Redis", redis_version),
@@ -540,6 +571,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", action="append", choices=ROWS, help="measure only this row (repeatable)")
     parser.add_argument("--seconds", type=int, help="wrk duration per repetition (default 10, quick 2)")
     parser.add_argument("--repeats", type=int, help="wrk repetitions per target (default 3, quick 2)")
+    parser.add_argument("--batch-repeats", type=int, help="row 4 repetitions with 4 clients (default 2)")
     parser.add_argument("--base", default=BASE_COMMIT, help=f"commit row 3 compares with ({BASE_COMMIT})")
     parser.add_argument(
         "--log-level", default="INFO", help="the servers' LOG_LEVEL (production default INFO)"
@@ -551,7 +583,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def make_plan(args: argparse.Namespace) -> Plan:
     plan = Plan.quick() if args.quick else Plan()
-    changes = {k: v for k, v in (("seconds", args.seconds), ("repeats", args.repeats)) if v is not None}
+    given = {"seconds": args.seconds, "repeats": args.repeats, "batch_repeats": args.batch_repeats}
+    changes = {k: v for k, v in given.items() if v is not None}
     return dataclasses.replace(plan, **changes)
 
 
@@ -580,18 +613,19 @@ def main(argv: list[str] | None = None) -> int:
                     report.Row(k, "request path", skipped=f"failed: {error!r}")
                     for k in sorted(wanted - {"5"})
                 ]
+            bench.stop_servers()  # idle servers would only add noise to row 5
         if "5" in wanted:
             rows.append(attempt("5", "stats over 1 M records", lambda: row_stats(bench)))
     failed = any(row.skipped and row.skipped.startswith("failed") for row in rows)
     facts = machine_facts(plan, args.base, load_before)
     facts.append(("wall time of this run", f"{time.monotonic() - started:.0f} s"))
-    invocation = "python bench/run.py" + ("" if argv is None else " " + shlex.join(argv))
-    if argv is None:
-        invocation = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
+    invocation = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     text = report.write(args.output, sorted(rows, key=lambda r: r.key), facts, invocation)
     print(text)
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
+    # A TERM (timeout, CI cancel) unwinds like Ctrl-C: servers, worktree and databases are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise SystemExit(main())

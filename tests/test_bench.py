@@ -38,7 +38,17 @@ Transfer/sec:    200.00KB
 
 def test_wrk_report_is_parsed_with_its_units_and_errors() -> None:
     figures = harness.parse_wrk(WRK_OUTPUT)
-    assert figures == {"rps": 1280.5, "p50": 0.75, "p99": 1200.0, "non_2xx": 7.0, "socket_errors": 5.0}
+    assert figures == {
+        "rps": 1280.5,
+        "p50": 0.75,
+        "p99": 1200.0,
+        "non_2xx": 7.0,
+        "socket_errors": 5.0,
+        "connect_errors": 0.0,
+        "read_errors": 2.0,
+        "write_errors": 0.0,
+        "timeout_errors": 3.0,
+    }
 
 
 def test_wrk_output_without_a_rate_is_an_error() -> None:
