@@ -88,7 +88,12 @@ def _verdict(ratio: Ratio) -> str:
     return "—" if met is None else ("**met**" if met else "not met")
 
 
-def render(rows: Sequence[Row], facts: Sequence[tuple[str, str]], invocation: str) -> str:
+def render(
+    rows: Sequence[Row],
+    facts: Sequence[tuple[str, str]],
+    invocation: str,
+    servers: Sequence[tuple[str, str]] = (),
+) -> str:
     lines = [
         "# statsapi benchmark results",
         "",
@@ -125,10 +130,25 @@ def render(rows: Sequence[Row], facts: Sequence[tuple[str, str]], invocation: st
             lines.append("")
         if row.commands:
             lines += ["Commands:", "", "```", *row.commands, "```", ""]
+    if servers:
+        lines += [
+            "## Servers",
+            "",
+            "Each started as below (ports and temporary directories differ per run):",
+            "",
+        ]
+        for name, command in servers:
+            lines += [f"{name}:", "", "```", command, "```", ""]
     return "\n".join(lines)
 
 
-def write(path: Path, rows: Sequence[Row], facts: Sequence[tuple[str, str]], invocation: str) -> str:
-    text = render(rows, facts, invocation)
+def write(
+    path: Path,
+    rows: Sequence[Row],
+    facts: Sequence[tuple[str, str]],
+    invocation: str,
+    servers: Sequence[tuple[str, str]] = (),
+) -> str:
+    text = render(rows, facts, invocation, servers)
     path.write_text(text)
     return text

@@ -79,8 +79,16 @@ class Plan:
 class Bench:
     """One run: its servers, databases and base worktree, all removed at the end."""
 
-    def __init__(self, plan: Plan, log_level: str, base_commit: str, keep: bool = False) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        log_level: str,
+        base_commit: str,
+        keep: bool = False,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.plan = plan
+        self.extra_env = extra_env or {}
         self.log_level = log_level
         self.base_commit = base_commit
         self.keep = keep
@@ -98,7 +106,8 @@ class Bench:
 
     def env(self, db_name: str, name: str, **extra: str) -> dict[str, str]:
         secret = secrets.token_urlsafe(48)
-        return harness.app_env(db_name, f"{self.prefix}{name}:", secret, self.log_level, **extra)
+        env = harness.app_env(db_name, f"{self.prefix}{name}:", secret, self.log_level, **extra)
+        return {**env, **self.extra_env}
 
     def database(self, tree: Path, env: dict[str, str], name: str, records: int) -> None:
         self.databases.append(name)
@@ -199,6 +208,12 @@ def load_side_by_side(targets: list[Target], plan: Plan) -> Load:
     return load
 
 
+WRK_ERRORS_NOTE = (
+    "“errors seen”: wrk's own count per repetition; a timeout is a request not answered within 2 s "
+    "(wrk's default --timeout), left out of req/s."
+)
+
+
 def ratio(label: str, top: report.Series, bottom: report.Series, op: str, goal: float) -> report.Ratio:
     values = [a / b if b else float("inf") for a, b in zip(top.values, bottom.values, strict=True)]
     return report.Ratio(label, values, op, goal)
@@ -250,7 +265,7 @@ def rows_request_path(bench: Bench, wanted: set[str]) -> list[report.Row]:
         load = load_side_by_side(targets, plan)
         floor, health, stats = (load.rps[t.label] for t in targets)
         p99 = [load.p99[t.label] for t in targets]
-        commands = [f"# {s.name}: {s.command()}" for s in (bare, head)] + [
+        commands = [f"# servers {bare.name} and {head.name}: see Servers below"] + [
             t.command(plan.seconds) for t in targets
         ]
         cache_note = (
@@ -263,7 +278,11 @@ def rows_request_path(bench: Bench, wanted: set[str]) -> list[report.Row]:
                     "cached authenticated GET /api/stats ÷ bare Flask /health",
                     [ratio("cached /api/stats ÷ bare /health (req/s)", stats, floor, ">=", 0.6)],
                     [stats, floor, p99[2], p99[0]],
-                    [cache_note, "Token: a plain user's access token (role user), ~half the 1 000 records."],
+                    [
+                        cache_note,
+                        "Token: a plain user's access token (role user), ~half the 1 000 records.",
+                        WRK_ERRORS_NOTE,
+                    ],
                     commands,
                 )
             )
@@ -274,7 +293,7 @@ def rows_request_path(bench: Bench, wanted: set[str]) -> list[report.Row]:
                     "statsapi /health ÷ bare Flask /health",
                     [ratio("statsapi /health ÷ bare /health (req/s)", health, floor, ">=", 0.8)],
                     [health, floor, p99[1], p99[0]],
-                    [],
+                    [WRK_ERRORS_NOTE],
                     commands,
                 )
             )
@@ -319,10 +338,10 @@ def row_records_page(bench: Bench, head: Server, head_token: str) -> report.Row:
             f"Base: `git worktree add --detach <tmp> {bench.base_commit}`, served from that directory "
             "(cwd and PYTHONPATH) by the same venv, with its own gunicorn.conf.py and its own migrated "
             "database (statsapi_bench_<run>_base, seeded by its own CLI the same way).",
+            WRK_ERRORS_NOTE,
         ],
         [
-            f"# {head.name}: {head.command()}",
-            f"# {base.name}: {base.command()}",
+            f"# servers {head.name} and {base.name}: see Servers below",
             *(t.command(plan.seconds) for t in targets),
         ],
     )
@@ -358,7 +377,7 @@ def row_batch(bench: Bench, head: Server, admin_token: str) -> report.Row:
             "The 1-client ratio divides by the median COPY time.",
             "Each repetition adds its rows to the table (the table grows during the row).",
         ],
-        [f"# {head.name}: {head.command()}", f"# COPY: {batch_load.COPY_SQL}"],
+        [f"# server {head.name}: see Servers below", f"# COPY: {batch_load.COPY_SQL}"],
     )
 
 
@@ -502,7 +521,7 @@ def row_stats(bench: Bench) -> report.Row:
         series,
         notes,
         [
-            f"# {server.name}: {server.command()}",
+            f"# server {server.name}: see Servers below",
             f"# seed: {' '.join(SEED_SQL.replace('%%', '%').replace('%(count)s', str(plan.stats_rows)).split())}",
             f"# bench.stats_sql.measure({harness.database_url(db_name)!r}, repeats={plan.stats_repeats}, "
             f"min_records={plan.stats_rows})",
@@ -577,6 +596,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--log-level", default="INFO", help="the servers' LOG_LEVEL (production default INFO)"
     )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="one more setting for every server and CLI call (e.g. a quota the load must not hit)",
+    )
     parser.add_argument("--keep-databases", action="store_true", help="leave statsapi_bench_* for inspection")
     return parser.parse_args(argv)
 
@@ -590,7 +616,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 @contextlib.contextmanager
 def bench_run(plan: Plan, args: argparse.Namespace) -> Iterator[Bench]:
-    bench = Bench(plan, args.log_level, args.base, keep=args.keep_databases)
+    extra = dict(item.split("=", 1) for item in args.server_env)
+    bench = Bench(plan, args.log_level, args.base, keep=args.keep_databases, extra_env=extra)
     try:
         yield bench
     finally:
@@ -620,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts(plan, args.base, load_before)
     facts.append(("wall time of this run", f"{time.monotonic() - started:.0f} s"))
     invocation = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
-    text = report.write(args.output, sorted(rows, key=lambda r: r.key), facts, invocation)
+    servers = [(server.name, server.command()) for server in bench.servers]
+    text = report.write(args.output, sorted(rows, key=lambda r: r.key), facts, invocation, servers)
     print(text)
     return 1 if failed else 0
 
