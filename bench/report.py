@@ -80,7 +80,8 @@ def _num(value: float) -> str:
         return f"{value:,.0f}"
     if abs(value) >= 10:
         return f"{value:.1f}"
-    return f"{value:.2f}"
+    # Three places below 1: a ratio printed 0.80 must not be a 0.795 that misses a 0.8 goal.
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
 
 
 def _verdict(ratio: Ratio) -> str:

@@ -86,7 +86,7 @@ def test_results_show_ratios_spreads_goals_commands_and_skipped_rows(tmp_path: P
     out = tmp_path / "RESULTS.md"
     text = report.write(out, rows, [("CPU cores", "2")], "python bench/run.py --quick")
     assert out.read_text() == text
-    assert "| 1 | stats ÷ bare | 0.50 × (min 0.40, max 0.62, n=3) | ≥ 0.6 | not met |" in text
+    assert "| 1 | stats ÷ bare | 0.500 × (min 0.400, max 0.620, n=3) | ≥ 0.6 | not met |" in text
     assert "| 4 | batch ÷ COPY | 3.70 × (min 3.50, max 3.90, n=2) | ≤ 4 | **met** |" in text
     assert "| 5 | stats SQL | not measured: bench/stats_sql.py is not importable | — | — |" in text
     assert "| stats | 500 req/s (min 400, max 620, n=3) |" in text
@@ -94,6 +94,8 @@ def test_results_show_ratios_spreads_goals_commands_and_skipped_rows(tmp_path: P
     assert "- CPU cores: 2" in text
     assert "`python bench/run.py --quick`" in text
     assert report.spread([10.0, 12.0, 30.0], "ms", n=5) == "12.0 ms (min 10.0, max 30.0, n=5)"
+    # A median just under a goal is never printed as the goal itself.
+    assert report.spread([0.7956]) == "0.796 (n=1)"
 
 
 def test_batch_bodies_and_copy_rows_carry_the_same_records() -> None:
@@ -118,7 +120,7 @@ def test_quick_run_of_one_row_writes_results_and_cleans_up(tmp_path: Path) -> No
     text = out.read_text()
     assert status == 0, text
     assert re.search(
-        r"\| 2 \| statsapi /health ÷ bare /health \(req/s\) \| \d+\.\d+ × \(n=1\) \| ≥ 0\.8 \|", text
+        r"\| 2 \| statsapi /health ÷ bare /health \(req/s\) \| [\d.]+ × \(n=1\) \| ≥ 0\.8 \|", text
     )
     assert "bench.bare_app:app" in text and "statsapi.wsgi:app" in text
     # Everything the run started is gone: its servers' ports and its databases.
