@@ -151,14 +151,24 @@ def imported_from(tree: Path, env: Mapping[str, str]) -> Path:
     return Path(out.strip()).resolve().parent.parent
 
 
-def prepare_database(tree: Path, env: Mapping[str, str], db_name: str, records: int) -> None:
-    """A fresh, migrated database with an admin and a user (and RECORDS seeded records)."""
+def prepare_database(tree: Path, env: Mapping[str, str], db_name: str, records: int) -> list[str]:
+    """A fresh, migrated database with an admin and a user (and RECORDS seeded records).
+    Returns the commands, as a reader would type them."""
     recreate_database(db_name)
-    cli(tree, env, "db", "upgrade")
-    cli(tree, env, "create-user", "benchadmin", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")
-    cli(tree, env, "create-user", "benchuser", "--role", "user", "--password-stdin", stdin=PASSWORD + "\n")
+    steps: list[tuple[list[str], str | None]] = [
+        (["db", "upgrade"], None),
+        (["create-user", "benchadmin", "--role", "admin", "--password-stdin"], PASSWORD + "\n"),
+        (["create-user", "benchuser", "--role", "user", "--password-stdin"], PASSWORD + "\n"),
+    ]
     if records:
-        cli(tree, env, "seed", "--count", str(records), "--random-seed", "42")
+        steps.append((["seed", "--count", str(records), "--random-seed", "42"], None))
+    done = [f"createdb {db_name}"]
+    for args, stdin in steps:
+        cli(tree, env, *args, stdin=stdin)
+        done.append(
+            ("echo $PASSWORD | " if stdin else "") + shlex.join(["flask", "--app", "statsapi", *args])
+        )
+    return done
 
 
 class Server:

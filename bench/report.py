@@ -133,9 +133,9 @@ def render(
             lines += ["Commands:", "", "```", *row.commands, "```", ""]
     if servers:
         lines += [
-            "## Servers",
+            "## Databases and servers",
             "",
-            "Each started as below (ports and temporary directories differ per run):",
+            "Set up and started as below (ports, names and temporary directories differ per run):",
             "",
         ]
         for name, command in servers:

@@ -97,7 +97,7 @@ class Bench:
         self.databases: list[str] = []
         self.servers: list[Server] = []
         self.base_tree: Path | None = None
-        self.commands: dict[str, list[str]] = {}
+        self.setup: list[tuple[str, str]] = []
 
     # ---- setup -------------------------------------------------------------------------------
     def db(self, role: str) -> str:
@@ -111,7 +111,8 @@ class Bench:
 
     def database(self, tree: Path, env: dict[str, str], name: str, records: int) -> None:
         self.databases.append(name)
-        harness.prepare_database(tree, env, name, records)
+        steps = harness.prepare_database(tree, env, name, records)
+        self.setup.append((f"database {name} (cd {tree}, the server's settings)", "\n".join(steps)))
 
     def server(
         self, name: str, tree: Path, app: str, env: dict[str, str], config: Path | None = None
@@ -265,7 +266,7 @@ def rows_request_path(bench: Bench, wanted: set[str]) -> list[report.Row]:
         load = load_side_by_side(targets, plan)
         floor, health, stats = (load.rps[t.label] for t in targets)
         p99 = [load.p99[t.label] for t in targets]
-        commands = [f"# servers {bare.name} and {head.name}: see Servers below"] + [
+        commands = [f"# servers {bare.name} and {head.name}: see Databases and servers below"] + [
             t.command(plan.seconds) for t in targets
         ]
         cache_note = (
@@ -341,7 +342,7 @@ def row_records_page(bench: Bench, head: Server, head_token: str) -> report.Row:
             WRK_ERRORS_NOTE,
         ],
         [
-            f"# servers {head.name} and {base.name}: see Servers below",
+            f"# servers {head.name} and {base.name}: see Databases and servers below",
             *(t.command(plan.seconds) for t in targets),
         ],
     )
@@ -377,7 +378,7 @@ def row_batch(bench: Bench, head: Server, admin_token: str) -> report.Row:
             "The 1-client ratio divides by the median COPY time.",
             "Each repetition adds its rows to the table (the table grows during the row).",
         ],
-        [f"# server {head.name}: see Servers below", f"# COPY: {batch_load.COPY_SQL}"],
+        [f"# server {head.name}: see Databases and servers below", f"# COPY: {batch_load.COPY_SQL}"],
     )
 
 
@@ -521,7 +522,7 @@ def row_stats(bench: Bench) -> report.Row:
         series,
         notes,
         [
-            f"# server {server.name}: see Servers below",
+            f"# server {server.name}: see Databases and servers below",
             f"# seed: {' '.join(SEED_SQL.replace('%%', '%').replace('%(count)s', str(plan.stats_rows)).split())}",
             f"# bench.stats_sql.measure({harness.database_url(db_name)!r}, repeats={plan.stats_repeats}, "
             f"min_records={plan.stats_rows})",
@@ -647,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts(plan, args.base, load_before)
     facts.append(("wall time of this run", f"{time.monotonic() - started:.0f} s"))
     invocation = shlex.join(["python", "bench/run.py", *(sys.argv[1:] if argv is None else argv)])
-    servers = [(server.name, server.command()) for server in bench.servers]
+    servers = [*bench.setup, *((f"server {s.name}", s.command()) for s in bench.servers)]
     text = report.write(args.output, sorted(rows, key=lambda r: r.key), facts, invocation, servers)
     print(text)
     return 1 if failed else 0
