@@ -39,8 +39,10 @@ format: install
 openapi: $(BIN)/flask
 	STATSAPI_ENV=testing $(BIN)/flask --app statsapi openapi write openapi/openapi.json
 
+# Issue 7's table side by side in one run (~8 min) -> bench/RESULTS.md.
+# A smoke check: make bench BENCH_ARGS=--quick; one row: BENCH_ARGS='--only 3'.
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules instance .pytest_cache .mypy_cache .ruff_cache statsapi/static/vendor

@@ -1,0 +1,1 @@
+"""Benchmarks for statsapi: ``make bench`` (see bench/run.py)."""
