@@ -28,7 +28,15 @@ from .conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE, REDIS_URL
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = {"users", "records", "audit_events", "token_families", "idempotency_keys", "currencies", "deployment"}
+TABLES = {
+    "users",
+    "records",
+    "audit_events",
+    "token_families",
+    "idempotency_keys",
+    "currencies",
+    "deployment",
+}
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "statsapi", "migrations")
 
 

@@ -57,7 +57,7 @@ def fresh_browser_budget(stack: Stack) -> None:
     with a fresh one, whatever ran before it."""
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        for key in client.scan_iter(match=f"{stack.redis_prefix}limits:LIMITER/ip:127.0.0.1/*", count=1000):
+        for key in client.scan_iter(match=f"{stack.redis_prefix}limits:*:ip:127.0.0.1", count=1000):
             client.delete(key)
     finally:
         client.close()
