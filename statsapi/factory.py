@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,6 +26,22 @@ from .resources import register
 from .state import backends
 
 log = logging.getLogger(__name__)
+
+
+class StatsapiFlask(Flask):
+    """Flask, remembering which functions are coroutines. ``ensure_sync`` (Flask's hook for
+    exactly this) otherwise asks ``inspect`` about every hook and view on every request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._coroutines: dict[Any, bool] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        key = getattr(func, "__func__", func)  # a view's bound method is new on every request
+        is_async = self._coroutines.get(key)
+        if is_async is None:
+            is_async = self._coroutines[key] = inspect.iscoroutinefunction(func)
+        return self.async_to_sync(func) if is_async else func
 
 
 def preflight(environ: Mapping[str, str] | None = None) -> Settings:
@@ -57,7 +74,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
         return cli.help_app(settings)  # `flask --help`: list the commands, build nothing
     logs.configure(settings.log_level)
     # No static route: the docs serve their own assets (resources.docs).
-    app = Flask("statsapi", instance_path=str(Path(settings.instance_path).resolve()), static_folder=None)
+    app = StatsapiFlask("statsapi", instance_path=str(Path(settings.instance_path).resolve()), static_folder=None)
     app.config.update(
         API_TITLE="statsapi",
         API_VERSION=__version__,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import logging
 import os
 import re
 import secrets
@@ -20,6 +19,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 
+from .. import logs
 from ..metrics import LATENCY, REQUESTS, exposition
 from ..problems import NotFound
 from . import limits
@@ -27,7 +27,6 @@ from .gate import exempt
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-access_log = logging.getLogger("statsapi.access")
 
 
 class RequestIds:
@@ -84,16 +83,18 @@ def finish(response: Response) -> Response:
     duration = time.perf_counter() - g.get("started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule else "unmatched"
     _instruments.observe(route, request.method, response.status_code, duration)
-    access_log.info(
-        "request",
-        extra={
+    principal = g.get("principal")
+    logs.access(
+        {
             "method": request.method,
             "route": route,
             "path": request.path,
             "status": response.status_code,
             "duration_ms": round(duration * 1000, 2),
             "client_ip": request.remote_addr,
-        },
+            "request_id": g.get("request_id"),
+            "user_id": principal.id if principal is not None else None,
+        }
     )
     return response
 

@@ -130,9 +130,7 @@ class RedisAdmission:
         else:
             args += ["", ""]
         try:
-            counts, user, family, version, entry = self.redis.call(
-                lambda _: self._script(keys=keys, args=args)
-            )
+            counts, user, family, version, entry = self.redis.run_script(self._script, keys, args)
         except RedisUnavailable:
             return Admission(self.fallback.hit(charges))
         now = time.time()
