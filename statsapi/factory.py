@@ -74,7 +74,9 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
         return cli.help_app(settings)  # `flask --help`: list the commands, build nothing
     logs.configure(settings.log_level)
     # No static route: the docs serve their own assets (resources.docs).
-    app = StatsapiFlask("statsapi", instance_path=str(Path(settings.instance_path).resolve()), static_folder=None)
+    app = StatsapiFlask(
+        "statsapi", instance_path=str(Path(settings.instance_path).resolve()), static_folder=None
+    )
     app.config.update(
         API_TITLE="statsapi",
         API_VERSION=__version__,

@@ -195,6 +195,11 @@ def _describe(event: Any, case_id: str, check: Any) -> str:
     )
 
 
+_ASTRAL_FORMAT_REFUSAL = re.compile(
+    r"Schema-valid request rejected.*invisible format characters \(U\+[0-9A-F]{5,6} ", re.DOTALL
+)
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning")
 def test_api_conforms_to_its_openapi_document(clean: Flask, seeded: User, base_url: str) -> None:
@@ -239,7 +244,12 @@ def test_api_conforms_to_its_openapi_document(clean: Flask, seeded: User, base_u
             errors.append(f"fatal: {event}")
         elif isinstance(event, events.EngineFinished):
             finished = event
-    unique = list(dict.fromkeys(failures))
+    # The one rule the document cannot state: astral format characters (tags, U+E0000 block;
+    # musical and hieroglyph format controls) are refused, but an ECMA-262 pattern without the
+    # "u" flag has no way to name them that a code-point reader (schemathesis) understands, so
+    # the field descriptions name them instead. A 422 that cites exactly such a character is
+    # the documented behaviour, not a failure.
+    unique = [f for f in dict.fromkeys(failures) if not _ASTRAL_FORMAT_REFUSAL.search(f)]
     assert not errors, "\n\n".join(errors)
     assert not unique, f"{len(unique)} schemathesis failure(s):\n\n" + "\n\n".join(unique)
     # Every operation of the document was exercised.

