@@ -145,7 +145,7 @@ def test_forbidden_is_a_problem(as_analyst: Actor) -> None:
     assert "WWW-Authenticate" not in response.headers
 
 
-# -- flask-limiter -----------------------------------------------------------------------
+# -- rate limits (the request gate) ----------------------------------------------------------
 def test_rate_limit_is_a_429_problem(make_app: Callable[..., Flask]) -> None:
     client = make_app(RATELIMIT_ANONYMOUS="2/minute").test_client()
 

@@ -86,7 +86,7 @@ def test_redis_killed_mid_test_then_restarted_empty(
     assert carol.get("/api/stats").headers["X-Cache"] == "MISS"
     assert carol.get("/api/stats").headers["X-Cache"] == "HIT"
     assert revoked_before.get("/api/auth/me").status_code == 401
-    deadline = time.monotonic() + 40  # flask-limiter re-checks its storage with backoff
+    deadline = time.monotonic() + 40  # the breaker retries Redis with backoff
     while not server.client().keys("*limits*") and time.monotonic() < deadline:
         carol.get("/api/auth/me")
         time.sleep(0.5)
