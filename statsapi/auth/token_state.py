@@ -62,7 +62,12 @@ class StateCodec:
     fields to their key (a value copied to another user's key does not verify)."""
 
     def __init__(self, key: bytes) -> None:
-        self._key = key
+        self._base = self._key = key
+
+    def bind(self, identity: str) -> None:
+        """MACs under this database's identity: another deployment's values never verify,
+        even under a shared ``REDIS_KEY_PREFIX`` and signing key (``state.redis.KeySpace``)."""
+        self._key = hmac.new(self._base, identity.encode(), hashlib.sha256).digest()
 
     def _mac(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()[:32]
@@ -97,8 +102,8 @@ class StateCodec:
 # from old reads, publishes from concurrent commits) arrive in. The generation is the
 # third field of ``role|active|generation|mac``.
 _SET_USER_IF_NEWER = """
-local current = redis.call('GET', KEYS[1])
-if current then
+local current = redis.pcall('GET', KEYS[1])
+if type(current) == 'string' then
     local generation = tonumber(string.match(current, '^[^|]*|[^|]*|(%d+)|'))
     if generation and generation > tonumber(ARGV[2]) then
         return 0
@@ -108,10 +113,11 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 return 1
 """
 
-# Repair: replace exactly the bad value that was read (forged, garbled), nothing newer.
+# Repair: replace exactly the bad value that was read (forged, garbled), nothing newer;
+# a key of the wrong type (pcall: never an error) is replaced too.
 _REPLACE_IF_SAME = """
-local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] or (ARGV[1] == '' and not current) then
+local current = redis.pcall('GET', KEYS[1])
+if current == ARGV[1] or (ARGV[1] == '' and not current) or type(current) == 'table' then
     redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
     return 1
 end
