@@ -102,8 +102,11 @@ class KeySpace:
 
 
 class RedisConnection:
-    def __init__(self, url: str, *, keyspace: KeySpace, timeout: float) -> None:
-        self.keyspace = keyspace
+    def __init__(
+        self, url: str, *, timeout: float, keyspace: KeySpace | None = None, prefix: str = DEFAULT_PREFIX
+    ) -> None:
+        # A bare ``prefix`` (tools, tests) is a fixed key space bound to no database.
+        self.keyspace = keyspace or KeySpace(lambda: "", prefix)
         self.client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
