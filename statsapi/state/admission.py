@@ -47,6 +47,10 @@ local counts = {}
 for i = 1, quotas do
     local cost = tonumber(ARGV[2 * i + 1])
     local count = redis.pcall('INCRBY', KEYS[i], cost)
+    if type(count) == 'table' and not (string.find(count.err, 'WRONGTYPE', 1, true)
+            or string.find(count.err, 'integer', 1, true) or string.find(count.err, 'overflow', 1, true)) then
+        return redis.error_reply(count.err)  -- e.g. OOM: Redis refuses writes, keep what it holds
+    end
     if type(count) == 'table' or count < cost then
         redis.call('SET', KEYS[i], cost, 'PX', ARGV[2 * i])
         count = cost
