@@ -93,11 +93,11 @@ class StateCodec:
             return None
         fields, _, mac = user_text.rpartition("|")
         family_fields, _, family_mac = family_text.rpartition("|")
-        if not (  # as bytes: compare_digest refuses non-ASCII text (a 500, not a miss)
-            hmac.compare_digest(mac.encode(), self._mac(f"user:{user_id}|{fields}").encode())
-            and hmac.compare_digest(
-                family_mac.encode(), self._mac(f"family:{family_id}|{family_fields}").encode()
-            )
+        if not (
+            mac.isascii()  # compare_digest refuses non-ASCII text (a TypeError, not a miss)
+            and family_mac.isascii()
+            and hmac.compare_digest(mac, self._mac(f"user:{user_id}|{fields}"))
+            and hmac.compare_digest(family_mac, self._mac(f"family:{family_id}|{family_fields}"))
         ):
             return None
         try:  # verified, so ours; but maybe another version's layout (rolling deploy)
