@@ -101,7 +101,7 @@ class Settings:
     env: str = "development"
     database_url: str = ""
     redis_url: str = ""
-    redis_key_prefix: str = "statsapi:"
+    redis_key_prefix: str | None = None  # None: statsapi:<database identity>: (state.redis.KeySpace)
     redis_socket_timeout: float = 0.25
     jwt_secret_key: str = ""
     jwt_previous_secret_keys: tuple[str, ...] = ()
@@ -163,7 +163,7 @@ class Settings:
             env=env,
             database_url=database_url,
             redis_url=redis_url,
-            redis_key_prefix=get("REDIS_KEY_PREFIX", "statsapi:"),
+            redis_key_prefix=get("REDIS_KEY_PREFIX") or None,
             redis_socket_timeout=_float(get("REDIS_SOCKET_TIMEOUT", "0.25"), "REDIS_SOCKET_TIMEOUT"),
             jwt_secret_key=secret,
             jwt_previous_secret_keys=previous,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,47 +59,65 @@ class AuthState:
 
 
 class StateCodec:
-    """Cache values that say who signed them: ``<fields>|<mac>``, the MAC binding the
-    fields to their key (a value copied to another user's key does not verify)."""
+    """Cache values that say who signed them and when: ``<fields>|<issued>|<mac>``, the MAC
+    binding the fields and the time they were read from PostgreSQL (Unix seconds) to their
+    key (a value copied to another user's or family's key does not verify) and to this
+    database (``bind``). A value older than ``TTL`` is a miss even if it verifies, so a value
+    recorded from Redis before a revocation and written back after it (a replay) is honoured
+    at most ``TTL`` seconds after it was made, as if Redis had simply kept it that long."""
 
     def __init__(self, key: bytes) -> None:
-        self._key = key
+        self._base = self._key = key
+
+    def bind(self, identity: str) -> None:
+        """MACs under this database's identity: another deployment's values never verify,
+        even under a shared ``REDIS_KEY_PREFIX`` and signing key (``state.redis.KeySpace``)."""
+        self._key = hmac.new(self._base, identity.encode(), hashlib.sha256).digest()
 
     def _mac(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()[:32]
 
     def user_value(self, user_id: int, role: str, is_active: bool, generation: int) -> str:
-        fields = f"{role}|{int(is_active)}|{generation}"
+        fields = f"{role}|{int(is_active)}|{generation}|{int(time.time())}"
         return f"{fields}|{self._mac(f'user:{user_id}|{fields}')}"
 
     def family_value(self, family_id: str, live: bool) -> str:
-        state = LIVE if live else REVOKED
-        return f"{state}|{self._mac(f'family:{family_id}|{state}')}"
+        fields = f"{LIVE if live else REVOKED}|{int(time.time())}"
+        return f"{fields}|{self._mac(f'family:{family_id}|{fields}')}"
 
     def decode(self, user_id: int, family_id: str, user_raw: Any, family_raw: Any) -> AuthState | None:
-        """The cached state, or None for a miss (absent, malformed or not ours)."""
+        """The cached state, or None for a miss (absent, malformed, stale or not ours)."""
         try:
             user_text, family_text = user_raw.decode(), family_raw.decode()
-            fields, _, mac = user_text.rpartition("|")
-            state, _, family_mac = family_text.rpartition("|")
         except (AttributeError, UnicodeDecodeError):
             return None
+        fields, _, mac = user_text.rpartition("|")
+        family_fields, _, family_mac = family_text.rpartition("|")
         if not (
-            hmac.compare_digest(mac, self._mac(f"user:{user_id}|{fields}"))
-            and hmac.compare_digest(family_mac, self._mac(f"family:{family_id}|{state}"))
+            mac.isascii()  # compare_digest refuses non-ASCII text (a TypeError, not a miss)
+            and family_mac.isascii()
+            and hmac.compare_digest(mac, self._mac(f"user:{user_id}|{fields}"))
+            and hmac.compare_digest(family_mac, self._mac(f"family:{family_id}|{family_fields}"))
         ):
             return None
-        role, active, generation = fields.split("|")
-        return AuthState(user_id, role, active == "1", int(generation), state == LIVE)
+        try:  # verified, so ours; but maybe another version's layout (rolling deploy)
+            role, active, generation, issued = fields.split("|")
+            state, family_issued = family_fields.split("|")
+            oldest = time.time() - TTL
+            if int(issued) < oldest or int(family_issued) < oldest:
+                return None
+            return AuthState(user_id, role, active == "1", int(generation), state == LIVE)
+        except ValueError:
+            return None
 
 
 # Write a user's state unless Redis already holds a newer generation: every change that
 # matters bumps the generation, so "newest generation wins" whatever order writes (fills
 # from old reads, publishes from concurrent commits) arrive in. The generation is the
-# third field of ``role|active|generation|mac``.
+# third field of ``role|active|generation|issued|mac``.
 _SET_USER_IF_NEWER = """
-local current = redis.call('GET', KEYS[1])
-if current then
+local current = redis.pcall('GET', KEYS[1])
+if type(current) == 'string' then
     local generation = tonumber(string.match(current, '^[^|]*|[^|]*|(%d+)|'))
     if generation and generation > tonumber(ARGV[2]) then
         return 0
@@ -108,10 +127,11 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 return 1
 """
 
-# Repair: replace exactly the bad value that was read (forged, garbled), nothing newer.
+# Repair: replace exactly the bad value that was read (forged, garbled), nothing newer;
+# a key of the wrong type (pcall: never an error) is replaced too.
 _REPLACE_IF_SAME = """
-local current = redis.call('GET', KEYS[1])
-if current == ARGV[1] or (ARGV[1] == '' and not current) then
+local current = redis.pcall('GET', KEYS[1])
+if current == ARGV[1] or (ARGV[1] == '' and not current) or type(current) == 'table' then
     redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
     return 1
 end

@@ -26,12 +26,35 @@ from .stats_cache import CacheKey, MemoryBackend, RedisBackend, StatsCache
 # cache scope's version key (if any). ARGV: the count of quotas, (window ms, cost) per
 # quota, "1" when token keys are present, then the cache entry prefix and digest ("" for
 # no cache probe). Counting first means a refused request still counts (as it should).
+#
+# Nothing found at a key may fail the script (one bad key would otherwise cost every
+# request of every user this round trip): a counter that is not an integer, a key of
+# the wrong type, or a count below zero (which would grant requests) restarts at this
+# request's cost; a value that cannot be read (wrong
+# type) is a miss and is deleted, so the fill that follows writes a good one. A version
+# that is not one the app makes (hex) is a miss too.
 _ADMIT = """
+local function read(key)
+    local value = redis.pcall('GET', key)
+    if type(value) == 'table' and value.err then
+        redis.call('DEL', key)
+        return false
+    end
+    return value
+end
 local quotas = tonumber(ARGV[1])
 local counts = {}
 for i = 1, quotas do
     local cost = tonumber(ARGV[2 * i + 1])
-    local count = redis.call('INCRBY', KEYS[i], cost)
+    local count = redis.pcall('INCRBY', KEYS[i], cost)
+    if type(count) == 'table' and not (string.find(count.err, 'WRONGTYPE', 1, true)
+            or string.find(count.err, 'integer', 1, true) or string.find(count.err, 'overflow', 1, true)) then
+        return redis.error_reply(count.err)  -- e.g. OOM: Redis refuses writes, keep what it holds
+    end
+    if type(count) == 'table' or count < cost then
+        redis.call('SET', KEYS[i], cost, 'PX', ARGV[2 * i])
+        count = cost
+    end
     if count == cost then
         redis.call('PEXPIRE', KEYS[i], ARGV[2 * i])
     end
@@ -46,14 +69,17 @@ local k = quotas + 1
 local a = 2 * quotas + 2
 local user, family, version, entry = false, false, false, false
 if ARGV[a] == '1' then
-    user = redis.call('GET', KEYS[k])
-    family = redis.call('GET', KEYS[k + 1])
+    user = read(KEYS[k])
+    family = read(KEYS[k + 1])
     k = k + 2
 end
 if ARGV[a + 1] ~= '' then
-    version = redis.call('GET', KEYS[k])
+    version = read(KEYS[k])
+    if version and not string.match(version, '^%x+$') then
+        version = false
+    end
     if version then
-        entry = redis.call('GET', ARGV[a + 1] .. version .. ':' .. ARGV[a + 2])
+        entry = read(ARGV[a + 1] .. version .. ':' .. ARGV[a + 2])
     end
 end
 return {counts, user, family, version, entry}
@@ -112,10 +138,13 @@ class RedisAdmission:
         self.cache = cache
         self.tokens = tokens
         self._script = connection.client.register_script(_ADMIT.encode())
-        self._limit_prefix = connection.key("limits", "")
 
     def admit(self, charges: Sequence[Charge], token: TokenRef | None, probe: CacheKey | None) -> Admission:
-        keys = [self._limit_prefix + charge.key for charge in charges]
+        try:
+            limit_prefix = self.redis.key("limits", "")  # RedisUnavailable until the key space is known
+        except RedisUnavailable:
+            return Admission(self.fallback.hit(charges))
+        keys = [limit_prefix + charge.key for charge in charges]
         args: list[Any] = [len(charges)]
         for charge in charges:
             args += [charge.quota.window * 1000, charge.cost]

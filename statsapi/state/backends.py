@@ -2,7 +2,8 @@
 
 Embedded default: counters and cache in this process, no token-state cache (the
 database answers). With ``REDIS_URL``: Redis for all three, PostgreSQL remaining the
-truth, with a bypass to the database while Redis is unreachable (see ``state.redis``).
+truth, with a bypass to the database while Redis is unreachable (see ``state.redis``),
+in a key space bound to the database's identity (``state.redis.KeySpace``).
 Changes a unit of work noted (``db.mark_owners_changed``, ``db.note_user_changed``,
 ``db.note_family_revoked``) are published before its commit and again after it.
 """
@@ -18,10 +19,10 @@ from sqlalchemy.orm import Session
 from ..auth.token_state import StateCodec, TokenStateCache
 from ..auth.tokens import SigningKeys
 from ..config import Settings
-from ..db import Database, pop_changed_owners, token_changes
+from ..db import Database, database_identity, pop_changed_owners, token_changes
 from ..http.limits import LocalCounters
 from .admission import AdmissionStore, LocalAdmission, RedisAdmission
-from .redis import RedisConnection
+from .redis import KeySpace, RedisConnection
 from .stats_cache import EntryCodec, MemoryBackend, RedisBackend, StatsCache
 
 
@@ -40,8 +41,14 @@ def init_app(app: Flask, settings: Settings, database: Database, keys: SigningKe
     entry_codec = EntryCodec(keys.derive("stats-cache"))
     token_cache: TokenStateCache | None = None
     if settings.redis_url:
+        keyspace = KeySpace(lambda: database_identity(database.engine), settings.redis_key_prefix)
+        keyspace.on_bind(codec.bind)
+        keyspace.on_bind(entry_codec.bind)
+        # Read once, now (one query); if the database cannot say yet, Redis stays unused
+        # until it can (see KeySpace): never a prefix shared with another database.
+        keyspace.bound  # noqa: B018
         connection = RedisConnection(
-            settings.redis_url, prefix=settings.redis_key_prefix, timeout=settings.redis_socket_timeout
+            settings.redis_url, keyspace=keyspace, timeout=settings.redis_socket_timeout
         )
         app.extensions["statsapi.redis"] = connection
         redis_backend = RedisBackend(connection)

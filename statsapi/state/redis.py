@@ -29,9 +29,84 @@ class RedisUnavailable(Exception):
     """Redis did not answer (or the breaker is open); use the fallback path."""
 
 
+DEFAULT_PREFIX = "statsapi:"
+IDENTITY_RETRY_SECONDS = 1.0
+
+
+class KeySpace:
+    """Whose keys these are: the prefix of every key this deployment uses, and the identity
+    every cached value's MAC is bound to.
+
+    The identity is the database's (``db.database_identity``: a UUID a migration made), so two
+    deployments sharing a Redis never share an entry: by default the prefix carries it
+    (``statsapi:<12 hex digits>:``), and even under one explicit ``REDIS_KEY_PREFIX`` (which
+    wins) their MACs differ. It is read once, at start-up; if that fails (database down, not
+    migrated) it is retried on use, at most once a second, and until it is known Redis is not
+    used at all (``RedisUnavailable``: the database answers, limits count in this process).
+    Never a shared guess.
+    """
+
+    def __init__(self, read_identity: Callable[[], str], explicit_prefix: str | None = None) -> None:
+        self._read_identity = read_identity
+        self._explicit = explicit_prefix
+        self._prefix: str | None = None
+        self._lock = threading.Lock()
+        self._retry_at = 0.0
+        self._on_bind: list[Callable[[str], None]] = []
+        self.last_error: str | None = None
+
+    def on_bind(self, callback: Callable[[str], None]) -> None:
+        """Run ``callback(identity)`` once the identity is known, before any key is handed out."""
+        self._on_bind.append(callback)
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix; raises RedisUnavailable while the identity cannot be read."""
+        prefix = self._prefix
+        if prefix is None:
+            prefix = self._bind()
+        return prefix
+
+    def _bind(self) -> str:
+        with self._lock:
+            if self._prefix is not None:
+                return self._prefix
+            if time.monotonic() < self._retry_at:
+                raise RedisUnavailable(f"redis key space unknown: {self.last_error}")
+            try:
+                identity = self._read_identity()
+            except Exception as error:  # any failure: stay unbound, never guess
+                self._retry_at = time.monotonic() + IDENTITY_RETRY_SECONDS
+                first = self.last_error is None
+                self.last_error = f"{error.__class__.__name__}: {error}"[:200]
+                if first:
+                    log.warning(
+                        "redis unused until the database identity can be read (it names the key space)",
+                        extra={"dependency": "redis", "reason": self.last_error},
+                    )
+                raise RedisUnavailable(f"redis key space unknown: {self.last_error}") from error
+            for callback in self._on_bind:
+                callback(identity)
+            digits = identity.replace("-", "").lower()[:12]
+            self._prefix = self._explicit if self._explicit is not None else f"{DEFAULT_PREFIX}{digits}:"
+            self.last_error = None
+            return self._prefix
+
+    @property
+    def bound(self) -> bool:
+        try:
+            self.prefix  # noqa: B018 (binds on first use)
+        except RedisUnavailable:
+            return False
+        return True
+
+
 class RedisConnection:
-    def __init__(self, url: str, *, prefix: str, timeout: float) -> None:
-        self.prefix = prefix
+    def __init__(
+        self, url: str, *, timeout: float, keyspace: KeySpace | None = None, prefix: str = DEFAULT_PREFIX
+    ) -> None:
+        # A bare ``prefix`` (tools, tests) is a fixed key space bound to no database.
+        self.keyspace = keyspace or KeySpace(lambda: "", prefix)
         self.client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -48,8 +123,13 @@ class RedisConnection:
         self._thread = threading.local()  # each request thread's own connection (run_script)
         DEPENDENCY_UP.labels(dependency="redis").set(1)
 
+    @property
+    def prefix(self) -> str:
+        return self.keyspace.prefix
+
     def key(self, *parts: object) -> str:
-        return self.prefix + ":".join(str(p) for p in parts)
+        """A key in this deployment's space (RedisUnavailable until that space is known)."""
+        return self.keyspace.prefix + ":".join(str(p) for p in parts)
 
     @property
     def is_down(self) -> bool:
@@ -107,12 +187,18 @@ class RedisConnection:
         """Run ``operation(client)``; raise RedisUnavailable on failure or open breaker."""
         if self._down_since is not None and time.monotonic() < self._retry_at:
             raise RedisUnavailable(self.last_error or "redis unavailable")
+        self.keyspace.prefix  # noqa: B018 (no Redis call before the key space is known)
         try:
             result = operation(self.client)
         except redis.exceptions.OutOfMemoryError as error:
             # Full (maxmemory, noeviction): Redis answered and kept every key, it just took no
             # write. This call falls back; the next one tries Redis again (no breaker).
             log.warning("redis refused a write: out of memory", extra={"dependency": "redis"})
+            raise RedisUnavailable(str(error)) from error
+        except redis.exceptions.ResponseError as error:
+            # Redis answered but refused this command (e.g. WRONGTYPE: a key holding what we
+            # never write there). A bad key is that call's miss, not an outage: no breaker.
+            log.warning("redis refused a command", extra={"dependency": "redis", "reason": str(error)[:200]})
             raise RedisUnavailable(str(error)) from error
         except (redis.RedisError, OSError) as error:
             self._failed(error)
@@ -123,6 +209,8 @@ class RedisConnection:
 
     def probe(self) -> tuple[bool, str | None]:
         """A real PING for /ready (ignores the breaker's waiting time)."""
+        if not self.keyspace.bound:
+            return False, self.keyspace.last_error
         try:
             self.client.ping()
         except (redis.RedisError, OSError) as error:

@@ -92,7 +92,11 @@ class EntryCodec:
     """``<mac> <etag>\n<body>``: sealed at store time, opened (and checked) on read."""
 
     def __init__(self, key: bytes) -> None:
-        self._key = key
+        self._base = self._key = key
+
+    def bind(self, identity: str) -> None:
+        """Seal under this database's identity (see ``StateCodec.bind``)."""
+        self._key = hmac.new(self._base, identity.encode(), hashlib.sha256).digest()
 
     def _mac(self, key: CacheKey, version: str, etag: bytes, body: bytes) -> bytes:
         message = f"{key.scope}|{version}|{key.digest}|".encode() + etag + b"|" + body
@@ -245,17 +249,31 @@ class MemoryBackend:
 
 # -- Redis ----------------------------------------------------------------------------
 # One round trip per lookup: read (or create) the scope's version, read the entry under
-# that version, and on a miss try to take the computation lock, all atomically.
+# that version, and on a miss try to take the computation lock, all atomically. A key of
+# the wrong type is deleted and a version that is not one we make (hex) replaced: a bad
+# value is a miss, never an error.
 _LOOKUP = """
-local version = redis.call('GET', KEYS[1])
-if not version then
+local function read(key)
+    local value = redis.pcall('GET', key)
+    if type(value) == 'table' and value.err then
+        redis.call('DEL', key)
+        return false
+    end
+    return value
+end
+local version = read(KEYS[1])
+if not version or not string.match(version, '^%x+$') then
     version = ARGV[3]
     redis.call('SET', KEYS[1], version)
 end
 local entry = ARGV[1] .. version .. ':' .. ARGV[2]
-local value = redis.call('GET', entry)
+local value = read(entry)
 if value then
     return {version, value, 0}
+end
+local held = redis.call('PTTL', entry .. ':lock')
+if held == -1 or held > tonumber(ARGV[5]) then
+    redis.call('DEL', entry .. ':lock')  -- not a lock we took (ours expire): never wait on it
 end
 local leader = redis.call('SET', entry .. ':lock', ARGV[4], 'NX', 'PX', ARGV[5])
 return {version, false, leader and 1 or 0}
@@ -264,14 +282,14 @@ return {version, false, leader and 1 or 0}
 # Store the value and release our lock (only ours) in one round trip.
 _STORE = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-if redis.call('GET', KEYS[2]) == ARGV[3] then
+if redis.pcall('GET', KEYS[2]) == ARGV[3] then
     redis.call('DEL', KEYS[2])
 end
 return 1
 """
 
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -354,11 +372,16 @@ class RedisBackend:
             try:
                 value, locked = self.redis.call(
                     lambda client: (
-                        client.pipeline(transaction=False).get(entry).exists(f"{entry}:lock").execute()
+                        client.pipeline(transaction=False)
+                        .get(entry)
+                        .exists(f"{entry}:lock")
+                        .execute(raise_on_error=False)
                     )
                 )
             except RedisUnavailable as error:
                 raise CacheUnavailable(str(error)) from error
+            if isinstance(value, Exception):
+                return None  # not a value we wrote (wrong type): compute ourselves
             if value is not None:
                 return value
             if not locked:
