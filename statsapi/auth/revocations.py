@@ -42,6 +42,7 @@ _PAYLOAD_LIMIT = 7000
 MAX_ENTRIES = 100_000
 _WAIT_AT_START = 2.0  # a new worker waits this long for the listener before serving from the DB
 _POLL = 0.5  # how often the thread checks whether to stop
+_CLEANUP_EVERY = 5.0  # how often expired revocations are forgotten
 
 
 def payloads(users: Mapping[int, int], families: Iterable[str]) -> list[str]:
@@ -154,21 +155,24 @@ class RevocationFeed:
 
     def _connect(self) -> Any:
         url = self._url
-        connection = psycopg2.connect(
-            host=url.host or "localhost",
-            port=url.port or 5432,
-            dbname=url.database,
-            user=url.username,
-            password=url.password,
-            connect_timeout=self._connect_timeout,
-            application_name="statsapi-revocations",
+        params: dict[str, Any] = {
+            "host": url.host or "localhost",
+            "port": url.port or 5432,
+            "dbname": url.database,
+            "user": url.username,
+            "password": url.password,
+            "connect_timeout": self._connect_timeout,
+            "application_name": "statsapi-revocations",
             # A dead peer is noticed in ~10 s without sending statements of our own.
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
-            **{k: v for k, v in url.query.items() if isinstance(v, str)},
-        )
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+        }
+        # The URL's own options (sslmode, a socket directory as host, ...) win.
+        params.update({key: value for key, value in url.query.items() if isinstance(value, str)})
+        params["application_name"] = "statsapi-revocations"
+        connection = psycopg2.connect(**params)
         connection.autocommit = True
         return connection
 
@@ -188,15 +192,22 @@ class RevocationFeed:
             )
             families = [str(row[0]) for row in cursor.fetchall()]
         self._remember(users, families)
+        self._drain(connection)  # notices that arrived with the answers above
         self._connected = True
         self._ready.set()
+        next_cleanup = time.monotonic() + _CLEANUP_EVERY
         while not self._stop.is_set():
             readable, _, _ = select.select([connection], [], [], _POLL)
             if readable:
                 connection.poll()
-                while connection.notifies:
-                    self._heard(connection.notifies.pop(0).payload)
-            self._forget_expired()
+            self._drain(connection)
+            if time.monotonic() >= next_cleanup:
+                self._forget_expired()
+                next_cleanup = time.monotonic() + _CLEANUP_EVERY
+
+    def _drain(self, connection: Any) -> None:
+        while connection.notifies:
+            self._heard(connection.notifies.pop(0).payload)
 
     def _heard(self, payload: str) -> None:
         try:
