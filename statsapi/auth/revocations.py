@@ -20,6 +20,7 @@ horizon are read, so nothing that committed in between is missed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ _PAYLOAD_LIMIT = 7000
 # cache until the horizon has passed (safe, slower) rather than forget one too early.
 MAX_ENTRIES = 100_000
 _WAIT_AT_START = 2.0  # a new worker waits this long for the listener before serving from the DB
-_POLL = 0.5  # how often the thread checks whether to stop
+_POLL = 1.0  # longest sleep between checks (a stop wakes the thread at once)
 _CLEANUP_EVERY = 5.0  # how often expired revocations are forgotten
 
 
@@ -84,6 +85,7 @@ class RevocationFeed:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
+        self._wake: tuple[int, int] | None = None  # a pipe: stop() writes, the thread wakes
         self._pid = 0
 
     # -- the request path ---------------------------------------------------------------
@@ -118,26 +120,36 @@ class RevocationFeed:
             self._ready.clear()
             self._floors.clear()
             self._families.clear()
-            self._thread = threading.Thread(target=self._run, name="statsapi-revocations", daemon=True)
+            self._wake = os.pipe()
+            self._thread = threading.Thread(
+                target=self._run, args=(self._wake[0],), name="statsapi-revocations", daemon=True
+            )
             self._thread.start()
         self._ready.wait(_WAIT_AT_START)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the listener and close its connection (with the app's engines)."""
         self._stop.set()
-        thread = self._thread
+        thread, wake = self._thread, self._wake
+        if wake is not None:
+            with contextlib.suppress(OSError):
+                os.write(wake[1], b"x")
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(timeout)
         self._connected = False
+        if wake is not None and (thread is None or not thread.is_alive()):
+            self._wake = None
+            for fd in wake:
+                os.close(fd)
 
-    def _run(self) -> None:
+    def _run(self, wake: int) -> None:
         backoff = 0.5
         while not self._stop.is_set():
             connection = None
             try:
                 connection = self._connect()
                 backoff = 0.5
-                self._listen(connection)
+                self._listen(connection, wake)
             except Exception as error:  # any failure: distrust, reconnect after a pause
                 if self._connected or backoff == 0.5:
                     log.warning(
@@ -176,7 +188,7 @@ class RevocationFeed:
         connection.autocommit = True
         return connection
 
-    def _listen(self, connection: Any) -> None:
+    def _listen(self, connection: Any, wake: int) -> None:
         with connection.cursor() as cursor:
             cursor.execute(f"LISTEN {CHANNEL}")
             # Everything committed before LISTEN took effect and still within the horizon:
@@ -197,8 +209,8 @@ class RevocationFeed:
         self._ready.set()
         next_cleanup = time.monotonic() + _CLEANUP_EVERY
         while not self._stop.is_set():
-            readable, _, _ = select.select([connection], [], [], _POLL)
-            if readable:
+            readable, _, _ = select.select([connection, wake], [], [], _POLL)
+            if connection in readable:
                 connection.poll()
             self._drain(connection)
             if time.monotonic() >= next_cleanup:
