@@ -84,6 +84,31 @@ def test_a_revocation_by_an_app_cut_off_from_redis_is_refused_by_the_others_befo
         proxy.close()
 
 
+def test_a_logout_on_an_app_cut_off_from_redis_ends_the_session_on_the_others_at_once(
+    server: ThrowawayRedis, make_app: Callable[..., Flask], clean: Flask
+) -> None:
+    proxy = CuttableProxy(server.port)
+    try:
+        cut_off = make_app(REDIS_URL=proxy.url, REDIS_SOCKET_TIMEOUT="0.2")
+        other = make_app(REDIS_URL=server.url)
+        alice = Factory(other).actor(other.test_client(), username="alice")
+        assert alice.get("/api/auth/me").status_code == 200
+        assert alice.get("/api/auth/me").status_code == 200  # a cache hit: the listener runs
+        assert other.extensions["statsapi.shared"].revocations.connected
+
+        proxy.cut()
+        logout = cut_off.test_client().post("/api/auth/logout", headers=alice.headers())
+        assert logout.status_code == 204
+        cache: TokenStateCache = other.extensions["statsapi.token_cache"]
+        stale = cached_state(cache, alice.user_id, family_of(alice))
+        assert stale is not None and stale.family_live  # Redis still says "live"
+
+        assert eventually(lambda: alice.get("/api/auth/me").status_code == 401)
+        assert all(alice.get("/api/auth/me").status_code == 401 for _ in range(20))
+    finally:
+        proxy.close()
+
+
 def revoke_behind_the_apps_back_and_cut_its_listener(app: Flask, user_id: int) -> int:
     """Bump the generation with no Redis publish and no notice, in the same transaction that
     cuts the app's listener: the change commits while nobody listens. The cut pid."""
