@@ -283,6 +283,7 @@ class Database:
         self.read_session_factory = sessionmaker(bind=self.read_engine, expire_on_commit=False)
         event.listen(self.read_session_factory, "before_flush", _refuse_writes)
         self._after_commit_hooks: list[Callable[[Session], None]] = []
+        self._on_dispose: list[Callable[[], None]] = []
         event.listen(self.session_factory, "after_commit", self._run_after_commit)
         # A rolled-back transaction changed nothing: forget what it would have changed.
         event.listen(self.session_factory, "after_rollback", pop_changed_owners)
@@ -300,7 +301,13 @@ class Database:
         session.info.update(info)
         return session
 
+    def on_dispose(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` when the engines are disposed (e.g. stop a listener thread)."""
+        self._on_dispose.append(hook)
+
     def dispose(self) -> None:
+        for hook in self._on_dispose:
+            hook()
         self.engine.dispose()
         self.read_engine.dispose()
 

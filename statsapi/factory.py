@@ -122,6 +122,7 @@ def _gate(settings: Settings, shared: backends.SharedState) -> gate.Gate:
         tokens=shared.tokens,
         codec=shared.codec,
         parse_query=Blueprint.ARGUMENTS_PARSER.parse_query,
+        revocations=shared.revocations,
     )
 
 

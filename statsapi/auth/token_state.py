@@ -20,8 +20,10 @@ Keeping the cache honest:
   and again after it;
 * a publish that fails is kept, retried in the background until Redis answers, and
   replayed before this process reads the cache again (until then it reads the database);
-* entries expire after ``TTL`` seconds, the bound on staleness in the one case left: a
-  process that cannot reach Redis revoking while other processes still can.
+* entries expire after ``TTL`` seconds;
+* until a failed publish lands (Redis frozen, or cut off from the revoking process only),
+  other processes would read the old entry: PostgreSQL announces each revocation to every
+  process (``auth.revocations``), and the gate does not believe an entry older than that.
 """
 
 from __future__ import annotations

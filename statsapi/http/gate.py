@@ -29,6 +29,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 
 from ..auth.guard import judge
+from ..auth.revocations import RevocationFeed
 from ..auth.token_state import AuthState, StateCodec, TokenStateCache, load_from_database
 from ..auth.tokens import bearer_token, verify
 from ..metrics import RATE_LIMITED
@@ -98,6 +99,7 @@ class Gate:
         tokens: TokenStateCache | None,
         codec: StateCodec,
         parse_query: Callable[[Any], Mapping[str, Any] | None],
+        revocations: RevocationFeed | None = None,
     ) -> None:
         self.tiers = tiers
         self.store = store
@@ -105,6 +107,7 @@ class Gate:
         self.tokens = tokens
         self.codec = codec
         self.parse_query = parse_query
+        self.revocations = revocations
         self._policies: dict[tuple[str, str], RoutePolicy] = {}
         # The cache key of (route, query string, caller) is pure: work it out once.
         self._probes: dict[tuple[Any, ...], CacheKey | None] = {}
@@ -206,8 +209,16 @@ class Gate:
         user_id, family_id = int(claims["sub"]), str(claims["fam"])
         if cache_read:
             cached = self.codec.decode(user_id, family_id, user_raw, family_raw)
-            # An entry older than the token is behind the database: ask the database.
-            if cached is not None and cached.generation >= claims["gen"]:
+            # An entry older than the token is behind the database, and one older than a
+            # revocation PostgreSQL announced is stale: ask the database (and repair it).
+            if (
+                cached is not None
+                and cached.generation >= claims["gen"]
+                and (
+                    self.revocations is None
+                    or self.revocations.trusts(user_id, cached.generation, family_id, cached.family_live)
+                )
+            ):
                 return cached
         state = load_from_database(session(), user_id, family_id)
         if state is not None and self.tokens is not None and cache_read:
