@@ -21,6 +21,8 @@ BIN = Path(sys.executable).parent
 # Settings a developer's shell may carry; a test decides them itself.
 _SCRUBBED_PREFIXES = ("STATSAPI_", "DATABASE_", "REDIS_", "JWT_", "RATELIMIT_", "GUNICORN_", "FLASK_")
 _SCRUBBED = {"LOG_LEVEL", "WEB_CONCURRENCY", "PORT", "PROMETHEUS_MULTIPROC_DIR", "DOCS_ENABLED"}
+# An outer make (`make test` in CI) must not make the README's `make` print directories.
+_SCRUBBED |= {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKE_TERMOUT", "MAKE_TERMERR"}
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

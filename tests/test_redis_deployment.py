@@ -163,9 +163,16 @@ def test_a_full_redis_never_evicts_the_limiters_counters(
     assert _counter_keys(client) == counters  # every counter kept, with its count
     statuses = [alice.get("/api/records").status_code for _ in range(3)]
     assert all(status < 500 for status in statuses), statuses  # degraded, never a 500
+    print("DEBUG", statuses, _counter_keys(client))
 
     for key in client.scan_iter(match=b"junk:*", count=5000):  # their TTLs run out
         client.delete(key)
     time.sleep(0.1)
-    # Memory back: the window's count was kept, so the budget is not reset by the episode.
-    assert alice.get("/api/records").status_code == 429
+    # Memory back: the window's count was kept, so the budget is not reset by the episode:
+    # what is left of it is spent from the kept count (requests refused a write while Redis
+    # was full may or may not have been counted there: Redis decides per command).
+    kept = max(int(v or 0) for v in _counter_keys(client).values())
+    assert kept >= LIMIT - 1
+    left = max(LIMIT - kept, 0)
+    after = [alice.get("/api/records").status_code for _ in range(left + 1)]
+    assert after == [200] * left + [429], after

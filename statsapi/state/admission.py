@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ..auth.token_state import TokenStateCache
 from ..http.limits import Charge, Count, LocalCounters
-from .redis import RedisConnection, RedisUnavailable
+from .redis import LUA_READ, RedisConnection, RedisUnavailable
 from .stats_cache import CacheKey, MemoryBackend, RedisBackend, StatsCache
 
 # KEYS: the quota counters, then the token's user and family keys (if any), then the
@@ -33,15 +33,7 @@ from .stats_cache import CacheKey, MemoryBackend, RedisBackend, StatsCache
 # request's cost; a value that cannot be read (wrong
 # type) is a miss and is deleted, so the fill that follows writes a good one. A version
 # that is not one the app makes (hex) is a miss too.
-_ADMIT = """
-local function read(key)
-    local value = redis.pcall('GET', key)
-    if type(value) == 'table' and value.err then
-        redis.call('DEL', key)
-        return false
-    end
-    return value
-end
+_ADMIT = LUA_READ + """
 local quotas = tonumber(ARGV[1])
 local counts = {}
 for i = 1, quotas do

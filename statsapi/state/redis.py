@@ -9,10 +9,11 @@ success closes it. Every transition is logged once and exported as metrics, and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import redis
@@ -23,6 +24,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_AFTER_MIN, RETRY_AFTER_MAX = 0.5, 5.0
+
+
+# Lua shared by the scripts that read what any client could have written: a key that
+# holds the wrong type is deleted and read as nothing (a miss), never an error.
+LUA_READ = """
+local function read(key)
+    local value = redis.pcall('GET', key)
+    if type(value) == 'table' and value.err then
+        redis.call('DEL', key)
+        return false
+    end
+    return value
+end
+"""
 
 
 class RedisUnavailable(Exception):
@@ -148,20 +163,11 @@ class RedisConnection:
         thread run one at a time). A script Redis forgot (a restart) is loaded and retried;
         a reused connection that fails to send is replaced once (Redis restarted meanwhile).
         """
-        if self._down_since is not None and time.monotonic() < self._retry_at:
-            raise RedisUnavailable(self.last_error or "redis unavailable")
-        try:
-            result = self._evalsha(script, keys, args)
-        except redis.exceptions.NoScriptError:
-            result = self.call(lambda _: script(keys=keys, args=args))  # loads it, then runs it
-        except redis.exceptions.OutOfMemoryError as error:
-            log.warning("redis refused a write: out of memory", extra={"dependency": "redis"})
-            raise RedisUnavailable(str(error)) from error
-        except (redis.RedisError, OSError) as error:
-            self._failed(error)
-            raise RedisUnavailable(str(error)) from error
-        if self._down_since is not None:
-            self._recovered()
+        with self._guarded():
+            try:
+                result = self._evalsha(script, keys, args)
+            except redis.exceptions.NoScriptError:
+                result = script(keys=keys, args=args)  # the client loads it, then runs it
         return result
 
     def _evalsha(self, script: Any, keys: list[str], args: list[Any]) -> Any:
@@ -185,11 +191,18 @@ class RedisConnection:
 
     def call(self, operation: Callable[[Any], T]) -> T:
         """Run ``operation(client)``; raise RedisUnavailable on failure or open breaker."""
+        with self._guarded():
+            result = operation(self.client)
+        return result
+
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """What every call shares: the breaker, and what each kind of failure means."""
         if self._down_since is not None and time.monotonic() < self._retry_at:
             raise RedisUnavailable(self.last_error or "redis unavailable")
         self.keyspace.prefix  # noqa: B018 (no Redis call before the key space is known)
         try:
-            result = operation(self.client)
+            yield
         except redis.exceptions.OutOfMemoryError as error:
             # Full (maxmemory, noeviction): Redis answered and kept every key, it just took no
             # write. This call falls back; the next one tries Redis again (no breaker).
@@ -205,7 +218,6 @@ class RedisConnection:
             raise RedisUnavailable(str(error)) from error
         if self._down_since is not None:
             self._recovered()
-        return result
 
     def probe(self) -> tuple[bool, str | None]:
         """A real PING for /ready (ignores the breaker's waiting time)."""

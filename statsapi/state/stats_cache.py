@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from ..http.conditional import content_etag
 from ..http.pagination import filters_digest
 from ..metrics import CACHE_REQUESTS
-from .redis import RedisConnection, RedisUnavailable, Replayer
+from .redis import LUA_READ, RedisConnection, RedisUnavailable, Replayer
 
 # Waiters give the leader as long as its lock lives (longer than the 15 s statement timeout),
 # so a slow aggregation is still computed once, not once per waiter.
@@ -252,15 +252,7 @@ class MemoryBackend:
 # that version, and on a miss try to take the computation lock, all atomically. A key of
 # the wrong type is deleted and a version that is not one we make (hex) replaced: a bad
 # value is a miss, never an error.
-_LOOKUP = """
-local function read(key)
-    local value = redis.pcall('GET', key)
-    if type(value) == 'table' and value.err then
-        redis.call('DEL', key)
-        return false
-    end
-    return value
-end
+_LOOKUP = LUA_READ + """
 local version = read(KEYS[1])
 if not version or not string.match(version, '^%x+$') then
     version = ARGV[3]
