@@ -7,6 +7,13 @@
 3. A retry with the same key and body replays the stored response (and creates
    nothing); another body is a 422; an error releases the claim so the client may retry.
 
+Stored replays are bounded per user: a response over ``IDEMPOTENCY_REPLAY_MAX_BYTES``
+(a large batch) is kept as the ids of the records it created, not in full, and a replay
+rebuilds it from those records as they are now (records deleted since are left out; the
+status and headers are the first response's). Every stored key is a write that spent at
+least one record of the user's daily quota, so a user's keys are bounded by that quota,
+and their bytes by it times the size of an id.
+
 A claim left behind by a crashed (or very slow) request expires after ``LEASE`` and can
 be retaken; the lease fences the old holder out, so it can no longer complete the key.
 Keys live ``TTL`` per user; a user's expired keys are removed when that user claims a new
@@ -64,6 +71,11 @@ class Replay:
     status: int
     body: str
     headers: dict[str, str]
+    ids: list[int] | None = None  # stored compact: rebuild the body from these
+
+
+# Rebuilds a compact replay's body from the ids of the records its request created.
+Rebuild = Callable[[list[int]], str]
 
 
 @dataclass(frozen=True)
@@ -145,10 +157,12 @@ def _judge(session: Session, existing: IdempotencyKey, *, fingerprint: str, now:
     if existing.request_hash != fingerprint:
         return Mismatch()
     if existing.state == "done":
+        ids = existing.response_ids
         return Replay(
             existing.response_status or 200,
             existing.response_body or "",
             dict(existing.response_headers or {}),
+            [int(i) for i in ids] if isinstance(ids, list) else None,
         )
     if existing.locked_until > now:
         return InFlight()
@@ -190,14 +204,19 @@ def release(*, user_id: int, key: str, lease: dt.datetime) -> None:
         session.close()
 
 
-def _store(*, user_id: int, key: str, lease: dt.datetime, response: Response) -> None:
+def _store(*, user_id: int, key: str, lease: dt.datetime, response: Response, compact: bool = False) -> None:
+    body: str | None = response.get_data(as_text=True)
+    ids = None
+    if compact and len(body or "") > current_app.extensions["statsapi.settings"].idempotency_replay_max_bytes:
+        ids, body = [item["id"] for item in json.loads(body or "{}")["items"]], None
     stored = request_session().execute(
         update(IdempotencyKey)
         .where(_ours(user_id, key, lease))
         .values(
             state="done",
             response_status=response.status_code,
-            response_body=response.get_data(as_text=True),
+            response_body=body,
+            response_ids=ids,
             response_headers={h: response.headers[h] for h in REPLAYED_HEADERS if h in response.headers},
         )
     )
@@ -223,14 +242,18 @@ _HEADER_DOC = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
     "description": "Retry safely: the same key and body replay the first response "
     "(header `Idempotent-Replayed: true`); another body is 422; in flight is 409. "
-    "Keys live 24 h per user.",
+    "Keys live 24 h per user. A large batch's replay is rebuilt from the records it created, "
+    "as they are now.",
 }
 
 
-def idempotent(endpoint: str) -> Callable[[F], F]:
+def idempotent(endpoint: str, *, rebuild: Rebuild | None = None) -> Callable[[F], F]:
     """Make a POST view honour ``Idempotency-Key``. Place it below ``auth_required``,
     ``arguments`` (so invalid requests never claim a key) and ``commits`` (its stored
-    response commits with the view's work), and above ``response``."""
+    response commits with the view's work), and above ``response``.
+
+    ``rebuild``: for a view whose body is ``{"items": [{"id": ...}, ...]}``, large
+    responses are stored as their ids and rebuilt with it on replay."""
 
     def decorator(func: F) -> F:
         @functools.wraps(func)
@@ -243,11 +266,17 @@ def idempotent(endpoint: str) -> Callable[[F], F]:
             user_id = current_principal().id
             outcome = _claim_for_request(user_id=user_id, key=key, endpoint=endpoint)
             if not isinstance(outcome, Claimed):
-                return _answer(outcome)
+                return _answer(outcome, rebuild)
             try:
                 response = func(*args, **kwargs)
                 # In the view's unit of work: the response lands with what it created, or neither.
-                _store(user_id=user_id, key=key, lease=outcome.lease, response=response)
+                _store(
+                    user_id=user_id,
+                    key=key,
+                    lease=outcome.lease,
+                    response=response,
+                    compact=rebuild is not None,
+                )
             except BaseException:
                 release(user_id=user_id, key=key, lease=outcome.lease)
                 raise
@@ -269,7 +298,7 @@ def _claim_for_request(*, user_id: int, key: str, endpoint: str) -> Outcome:
         session.close()
 
 
-def _answer(outcome: Outcome) -> Response:
+def _answer(outcome: Outcome, rebuild: Rebuild | None) -> Response:
     """The stored first response for a replay; a problem for a mismatch or a key in flight."""
     if isinstance(outcome, Mismatch):
         raise Problem(
@@ -285,7 +314,10 @@ def _answer(outcome: Outcome) -> Response:
             slug="idempotency-conflict",
             headers={"Retry-After": "1"},
         )
-    response = current_app.response_class(outcome.body, status=outcome.status)
+    body = outcome.body
+    if outcome.ids is not None and rebuild is not None:
+        body = rebuild(outcome.ids)
+    response = current_app.response_class(body, status=outcome.status)
     response.headers.update(outcome.headers)
     response.headers["Idempotent-Replayed"] = "true"
     return response
