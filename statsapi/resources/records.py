@@ -85,7 +85,9 @@ class Records(MethodView):
     @idempotent("records.create")
     @blp.response(201, RecordSchema, headers={**LOCATION_HEADER, **ETAG_HEADER, **REPLAYED_HEADER})
     def post(self, data: dict[str, Any]) -> Any:
-        """Create a record owned by you (one of your records quotas: see *Rate limits*)."""
+        """Create a record owned by you.
+
+        It counts against your records quotas (per minute, hour and day; see *Rate limits*)."""
         spend_daily_records(1)
         record = record_service.create(session(), owner_id=current_principal().id, data=data)
         return (
