@@ -40,7 +40,7 @@ import psycopg2
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import batch_load, harness
+from bench import batch_load, harness, report
 from bench.harness import ROOT, Server
 from statsapi.http.pagination import MAX_LIMIT
 
@@ -191,6 +191,26 @@ def measure_fair_use(seconds: float = 20, idle_seconds: float = 10, attackers: i
         "idempotency_keys_stored": after[1] - before[1],
         "replay_bytes_stored": after[2] - before[2],
     }
+
+
+def row(seconds: float = 20, idle_seconds: float = 10) -> report.Row:
+    """Row 6 of bench/run.py's table: victim p50 under attack ÷ idle (goal ≤ 2)."""
+    figures = measure_fair_use(seconds, idle_seconds)
+    idle = report.Series("victim GET /api/records p50, idle", "ms", [figures["idle_p50_ms"]])
+    loaded = report.Series("victim GET /api/records p50, under attack", "ms", [figures["loaded_p50_ms"]])
+    return report.Row(
+        "6",
+        "fair use: another user's GET /api/records p50 under attack ÷ idle",
+        [report.Ratio("p50 under attack ÷ idle", [figures["ratio_p50"]], "<=", GOAL)],
+        [idle, loaded],
+        [
+            "Default limits. Attacker: 6 threads posting 1000-record batches with fresh Idempotency-Keys, "
+            "then the largest page reads its request quota allows, honouring Retry-After.",
+            f"Attacker: {figures['attacker']}; rows written {figures['rows_written']}, stored replay bytes "
+            f"{figures['replay_bytes_stored']}.",
+        ],
+        [f"python bench/fair_use.py --seconds {seconds:g} --idle-seconds {idle_seconds:g}"],
+    )
 
 
 def main() -> int:
