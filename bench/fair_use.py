@@ -90,7 +90,12 @@ def victim_latencies(base: str, token: str, seconds: float) -> list[float]:
 
 
 def attacker(
-    base: str, token: str, bodies: list[bytes], stop: threading.Event, out: collections.Counter[str]
+    base: str,
+    token: str,
+    bodies: list[bytes],
+    stop: threading.Event,
+    out: collections.Counter[str],
+    polite: bool = True,
 ) -> None:
     conn = _connection(base)
     index = 0
@@ -103,7 +108,7 @@ def attacker(
                 continue
             status, headers = _send(conn, "GET", f"/api/records?limit={MAX_LIMIT}", token)
             out[f"read {status}"] += 1
-            if status == 429:
+            if status == 429 and polite:
                 stop.wait(min(int(headers.get("retry-after", "1")), 5))
     finally:
         conn.close()
@@ -128,8 +133,11 @@ def _stored(db_name: str) -> tuple[int, int, int]:
     return int(records), int(keys), int(size)
 
 
-def measure_fair_use(seconds: float = 20, idle_seconds: float = 10, attackers: int = 6) -> dict[str, Any]:
-    """Start a server at the default limits, measure, stop it; return the figures."""
+def measure_fair_use(
+    seconds: float = 20, idle_seconds: float = 10, attackers: int = 6, polite: bool = True
+) -> dict[str, Any]:
+    """Start a server at the default limits, measure, stop it; return the figures.
+    ``polite=False``: the attacker ignores ``Retry-After`` and floods refused requests."""
     run_id = secrets.token_hex(4)
     db_name, prefix = f"statsapi_bench_{run_id}_fair", f"statsapi_bench_{run_id}:fair:"
     env = harness.app_env(db_name, prefix, secrets.token_urlsafe(48), "WARNING")
@@ -157,7 +165,9 @@ def measure_fair_use(seconds: float = 20, idle_seconds: float = 10, attackers: i
         before = _stored(db_name)
         stop, counts = threading.Event(), collections.Counter[str]()
         threads = [
-            threading.Thread(target=attacker, args=(server.base, user, bodies, stop, counts), daemon=True)
+            threading.Thread(
+                target=attacker, args=(server.base, user, bodies, stop, counts, polite), daemon=True
+            )
             for _ in range(attackers)
         ]
         started = time.monotonic()
@@ -186,7 +196,12 @@ def measure_fair_use(seconds: float = 20, idle_seconds: float = 10, attackers: i
         "goal": f"<= {GOAL}",
         "met": loaded_p50 <= GOAL * idle_p50,
         "victim_requests": {"idle": len(idle), "loaded": len(loaded)},
-        "attacker": {"threads": attackers, "seconds": round(wall, 1), **dict(sorted(counts.items()))},
+        "attacker": {
+            "threads": attackers,
+            "honours_retry_after": polite,
+            "seconds": round(wall, 1),
+            **dict(sorted(counts.items())),
+        },
         "rows_written": after[0] - before[0],
         "idempotency_keys_stored": after[1] - before[1],
         "replay_bytes_stored": after[2] - before[2],
@@ -220,8 +235,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--idle-seconds", type=float, default=10)
     parser.add_argument("--attackers", type=int, default=6)
+    parser.add_argument(
+        "--flood", action="store_true", help="the attacker ignores Retry-After (outside the limits)"
+    )
     args = parser.parse_args()
-    figures = measure_fair_use(args.seconds, args.idle_seconds, args.attackers)
+    figures = measure_fair_use(args.seconds, args.idle_seconds, args.attackers, polite=not args.flood)
     print(json.dumps(figures, indent=2))
     return 0 if figures["met"] else 1
 
