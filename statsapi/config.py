@@ -117,6 +117,7 @@ class Settings:
     ratelimit_records: str = "2000/minute;20000/hour"
     quota_records_per_day: int = 100_000
     idempotency_replay_max_bytes: int = 64 * 1024
+    idempotency_max_keys: int = 10_000
     stats_cache_ttl_seconds: int = 300
     docs_enabled: bool = True
     max_content_length: int = 1024 * 1024
@@ -330,6 +331,7 @@ def _tunables(get: Any) -> dict[str, Any]:
         "quota_records_per_day": _int(
             get("QUOTA_RECORDS_PER_DAY", "100000"), "QUOTA_RECORDS_PER_DAY", minimum=1
         ),
+        "idempotency_max_keys": _int(get("IDEMPOTENCY_MAX_KEYS", "10000"), "IDEMPOTENCY_MAX_KEYS", minimum=1),
         "idempotency_replay_max_bytes": _int(
             get("IDEMPOTENCY_REPLAY_MAX_BYTES", str(64 * 1024)), "IDEMPOTENCY_REPLAY_MAX_BYTES", minimum=1024
         ),

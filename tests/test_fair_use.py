@@ -306,3 +306,39 @@ def test_stored_replay_bytes_stay_small_for_a_full_batch(
         assert stored is not None and stored.response_body is None
         assert isinstance(stored.response_ids, list) and len(stored.response_ids) == 1000
         assert len(json.dumps(stored.response_ids)) < 16 * 1024  # ids only, not the records
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_user_holds_at_most_idempotency_max_keys_live_keys(
+    backend: str, make_app: Callable[..., Flask], clean: Flask
+) -> None:
+    app = build(make_app, backend, IDEMPOTENCY_MAX_KEYS="2", RATELIMIT_USER="5000/minute")
+    factory = Factory(app)
+    alice = factory.actor(app.test_client(), username="alice")
+    first = alice.post("/api/records", json=record_body(), headers={"Idempotency-Key": "k1"})
+    assert first.status_code == 201
+    assert (
+        alice.post("/api/records", json=record_body(), headers={"Idempotency-Key": "k2"}).status_code == 201
+    )
+
+    refused = alice.post("/api/records", json=record_body(), headers={"Idempotency-Key": "k3"})
+    body = assert_problem(refused, 429, "quota-exceeded")
+    wait = int(refused.headers["Retry-After"])
+    assert 86400 - 60 <= wait <= 86400
+    assert body["detail"] == (
+        "Too many live Idempotency-Keys (idempotency-keys): at most 2 per user, each kept 24 h; "
+        f"the oldest expires in {wait} s. Nothing was done; retry with this key then."
+    )
+    name, remaining, seconds = rate_limit(refused)
+    assert (name, remaining) == ("idempotency-keys", 0)
+    assert abs(seconds - wait) <= 1
+    assert refused.headers.getlist("Retry-After") == [str(wait)]
+    assert record_count(app) == 2
+
+    replay = alice.post("/api/records", json=record_body(), headers={"Idempotency-Key": "k1"})
+    assert replay.status_code == 201  # a retry of a held key still replays
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert alice.post("/api/records", json=record_body()).status_code == 201  # no key: not limited
+    bob = factory.actor(app.test_client(), username="bob")
+    assert bob.post("/api/records", json=record_body(), headers={"Idempotency-Key": "k3"}).status_code == 201
+    assert record_count(app) == 4

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Response, current_app, request
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,8 @@ from ..models import IdempotencyKey
 from ..problems import InvalidInput, Problem
 from . import jsonio
 from .apidoc import document_header
+from .limits import Quota
+from .quota import note_count
 from .transaction import database
 from .transaction import session as request_session
 
@@ -98,12 +100,16 @@ def request_fingerprint(endpoint: str) -> str:
     return hashlib.sha256(f"{endpoint}\n{canonical}".encode()).hexdigest()
 
 
-def claim(session: Session, *, user_id: int, key: str, endpoint: str, fingerprint: str) -> Outcome:
+def claim(
+    session: Session, *, user_id: int, key: str, endpoint: str, fingerprint: str, max_keys: int | None = None
+) -> Outcome:
     # The user's expired keys go first: the table cleans itself, per user, as it is used.
     session.execute(
         delete(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.expires_at <= utcnow())
     )
     session.commit()
+    if max_keys is not None:
+        _refuse_beyond(session, user_id=user_id, key=key, max_keys=max_keys)
     for _attempt in range(3):
         now = utcnow()
         if _insert_claim(
@@ -125,6 +131,29 @@ def claim(session: Session, *, user_id: int, key: str, endpoint: str, fingerprin
             continue
         return _judge(session, existing, fingerprint=fingerprint, now=now)
     return InFlight()
+
+
+def _refuse_beyond(session: Session, *, user_id: int, key: str, max_keys: int) -> None:
+    """429 when the user already holds ``max_keys`` live keys and this one is new."""
+    mine = IdempotencyKey.user_id == user_id
+    held, oldest = session.execute(
+        select(func.count(), func.min(IdempotencyKey.expires_at)).where(mine)
+    ).one()
+    if held < max_keys or session.get(IdempotencyKey, (user_id, key)) is not None:
+        return
+    session.rollback()
+    now = utcnow()
+    expires = oldest if oldest is not None else now
+    wait = max(int((expires - now).total_seconds()), 1)
+    quota = Quota("idempotency-keys", max_keys, int(TTL.total_seconds()))
+    headers_on = note_count(quota, f"user:{user_id}", held, expires.timestamp(), refused=True)
+    raise Problem(
+        429,
+        f"Too many live Idempotency-Keys (idempotency-keys): at most {max_keys} per user, each kept 24 h; "
+        f"the oldest expires in {wait} s. Nothing was done; retry with this key then.",
+        slug="quota-exceeded",
+        headers=None if headers_on else {"Retry-After": str(wait)},
+    )
 
 
 def _insert_claim(
@@ -242,8 +271,8 @@ _HEADER_DOC = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
     "description": "Retry safely: the same key and body replay the first response "
     "(header `Idempotent-Replayed: true`); another body is 422; in flight is 409. "
-    "Keys live 24 h per user. A large batch's replay is rebuilt from the records it created, "
-    "as they are now.",
+    "Keys live 24 h per user, at most 10 000 live keys each by default (429 beyond). A large "
+    "batch's replay is rebuilt from the records it created, as they are now.",
 }
 
 
@@ -292,7 +321,12 @@ def _claim_for_request(*, user_id: int, key: str, endpoint: str) -> Outcome:
     session = database().new_session()
     try:
         return claim(
-            session, user_id=user_id, key=key, endpoint=endpoint, fingerprint=request_fingerprint(endpoint)
+            session,
+            user_id=user_id,
+            key=key,
+            endpoint=endpoint,
+            fingerprint=request_fingerprint(endpoint),
+            max_keys=current_app.extensions["statsapi.settings"].idempotency_max_keys,
         )
     finally:
         session.close()
