@@ -48,6 +48,8 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 MIN_SECRET_BYTES = 32
 # Prometheus scrapes from the private network; nobody else may read /metrics.
+# The largest batch (schemas.records.MAX_BATCH; kept here so settings load without the schemas).
+FULL_BATCH = 1000
 DEFAULT_METRICS_NETWORKS = (
     "127.0.0.0/8",
     "::1/128",
@@ -194,13 +196,11 @@ class Settings:
                 parse_many(value)
             except ValueError:
                 raise ConfigError(f"{name.upper()} is not a rate limit string: {value!r}") from None
-        from .schemas.records import MAX_BATCH  # noqa: PLC0415 (schemas import config's neighbours)
-
         # A limit below the largest batch would refuse a valid batch forever, never "retry later".
-        if any(item.amount < MAX_BATCH for item in parse_many(self.ratelimit_records)):
-            raise ConfigError(f"RATELIMIT_RECORDS: each limit must allow a full batch ({MAX_BATCH} records)")
-        if self.quota_records_per_day < MAX_BATCH:
-            raise ConfigError(f"QUOTA_RECORDS_PER_DAY must allow a full batch ({MAX_BATCH} records)")
+        if any(item.amount < FULL_BATCH for item in parse_many(self.ratelimit_records)):
+            raise ConfigError(f"RATELIMIT_RECORDS: each limit must allow a full batch ({FULL_BATCH} records)")
+        if self.quota_records_per_day < FULL_BATCH:
+            raise ConfigError(f"QUOTA_RECORDS_PER_DAY must allow a full batch ({FULL_BATCH} records)")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -165,6 +165,19 @@ def test_a_records_limit_below_a_full_batch_is_refused_at_start_up(value: str, m
     assert str(error.value) == message
 
 
+def test_a_daily_quota_below_a_full_batch_is_refused_at_start_up() -> None:
+    with pytest.raises(ConfigError) as error:
+        Settings.from_env({"STATSAPI_ENV": "testing", "QUOTA_RECORDS_PER_DAY": "999"})
+    assert str(error.value) == "QUOTA_RECORDS_PER_DAY must allow a full batch (1000 records)"
+
+
+def test_the_settings_know_the_largest_batch() -> None:
+    from statsapi.config import FULL_BATCH
+    from statsapi.schemas.records import MAX_BATCH
+
+    assert FULL_BATCH == MAX_BATCH
+
+
 # -- (c) the daily quota, in PostgreSQL ------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_daily_quota_refuses_a_batch_whole_and_says_when_it_resets(
