@@ -16,7 +16,12 @@ PostgreSQL and Redis on loopback, the DEFAULT limits and quotas (nothing raised)
 Goal: victim p50 loaded ≤ 2 × victim p50 idle. Also reported: what the attacker got done
 (statuses, rows written, bytes of stored idempotent replays).
 
-Usage: python bench/fair_use.py [--seconds S] [--idle-seconds S] [--attackers N]
+Outside the limits, ``--flood`` has the attacker ignore ``Retry-After`` and resend refused
+requests at once; ``--flood-rate 50`` paces that flood to what the bundled nginx lets one
+IP send (``limit_req`` zone ``statsapi_flood``, 50 r/s). An unpaced flood straight at
+gunicorn is request-rate denial of service, for the proxy's per-IP limit to absorb.
+
+Usage: python bench/fair_use.py [--seconds S] [--idle-seconds S] [--attackers N] [--flood [--flood-rate R]]
 ``measure_fair_use()`` returns the figures as a dict (for bench/run.py).
 """
 
@@ -96,16 +101,19 @@ def attacker(
     stop: threading.Event,
     out: collections.Counter[str],
     polite: bool = True,
+    pause: float = 0.0,
 ) -> None:
     conn = _connection(base)
     index = 0
     try:
-        while not stop.is_set():
+        while not stop.wait(pause):
             status, headers = _send(conn, "POST", "/api/records/batch", token, bodies[index % len(bodies)])
             index += 1
             out[f"batch {status}"] += 1
             if status != 429:
                 continue
+            if stop.wait(pause):
+                break
             status, headers = _send(conn, "GET", f"/api/records?limit={MAX_LIMIT}", token)
             out[f"read {status}"] += 1
             if status == 429 and polite:
@@ -134,10 +142,17 @@ def _stored(db_name: str) -> tuple[int, int, int]:
 
 
 def measure_fair_use(
-    seconds: float = 20, idle_seconds: float = 10, attackers: int = 6, polite: bool = True
+    seconds: float = 20,
+    idle_seconds: float = 10,
+    attackers: int = 6,
+    polite: bool = True,
+    flood_rate: float | None = None,
 ) -> dict[str, Any]:
     """Start a server at the default limits, measure, stop it; return the figures.
-    ``polite=False``: the attacker ignores ``Retry-After`` and floods refused requests."""
+    ``polite=False``: the attacker ignores ``Retry-After`` and floods refused requests, as
+    fast as it can or (``flood_rate``) at that many requests a second in all, e.g. 50, what
+    the bundled nginx lets one IP send (``statsapi_flood``)."""
+    pause = attackers / flood_rate if flood_rate else 0.0
     run_id = secrets.token_hex(4)
     db_name, prefix = f"statsapi_bench_{run_id}_fair", f"statsapi_bench_{run_id}:fair:"
     env = harness.app_env(db_name, prefix, secrets.token_urlsafe(48), "WARNING")
@@ -166,7 +181,9 @@ def measure_fair_use(
         stop, counts = threading.Event(), collections.Counter[str]()
         threads = [
             threading.Thread(
-                target=attacker, args=(server.base, user, bodies, stop, counts, polite), daemon=True
+                target=attacker,
+                args=(server.base, user, bodies, stop, counts, polite, pause),
+                daemon=True,
             )
             for _ in range(attackers)
         ]
@@ -199,6 +216,7 @@ def measure_fair_use(
         "attacker": {
             "threads": attackers,
             "honours_retry_after": polite,
+            "flood_rate": flood_rate,
             "seconds": round(wall, 1),
             **dict(sorted(counts.items())),
         },
@@ -238,8 +256,11 @@ def main() -> int:
     parser.add_argument(
         "--flood", action="store_true", help="the attacker ignores Retry-After (outside the limits)"
     )
+    parser.add_argument("--flood-rate", type=float, help="with --flood: requests a second in all (e.g. 50)")
     args = parser.parse_args()
-    figures = measure_fair_use(args.seconds, args.idle_seconds, args.attackers, polite=not args.flood)
+    figures = measure_fair_use(
+        args.seconds, args.idle_seconds, args.attackers, polite=not args.flood, flood_rate=args.flood_rate
+    )
     print(json.dumps(figures, indent=2))
     return 0 if figures["met"] else 1
 
