@@ -188,6 +188,8 @@ def _cpu_per_request(rounds: int) -> dict[str, float]:
                 "JWT_SECRET_KEY": uuid.uuid4().hex + uuid.uuid4().hex,
                 "RATELIMIT_USER": "1000000/minute",
                 "RATELIMIT_ELEVATED": "1000000/minute",
+                "RATELIMIT_RECORDS": "1000000000/minute",
+                "QUOTA_RECORDS_PER_DAY": "1000000000",
                 "LOG_LEVEL": "ERROR",
                 "STATSAPI_INSTANCE_PATH": "/tmp/statsapi-bench-batch",
             }

@@ -95,6 +95,8 @@ def app_env(db_name: str, prefix: str, secret: str, log_level: str, **extra: str
         "RATELIMIT_ANONYMOUS": NO_LIMIT,
         "RATELIMIT_USER": NO_LIMIT,
         "RATELIMIT_ELEVATED": NO_LIMIT,
+        "RATELIMIT_RECORDS": NO_LIMIT,
+        "QUOTA_RECORDS_PER_DAY": "1000000000",
         **extra,
     }
 

@@ -9,6 +9,8 @@
      clients) wall time ÷ PostgreSQL COPY of the same rows; 1 client reported too   (goal ≤ 4)
   5. uncached group_by=day stats over 1 M records ÷ the same SQL, and the new SQL's speed-up
      over the to_char SQL (bench/stats_sql.py)                                      (goals ≤ 1.25, ≥ 2)
+  6. fair use: another user's GET /api/records p50 while one user at the default limits
+     posts 1000-record batches from 6 threads ÷ its idle p50 (bench/fair_use.py)     (goal ≤ 2)
 
 Servers: gunicorn with the tree's gunicorn.conf.py, WEB_CONCURRENCY=2, production settings,
 PostgreSQL and Redis on loopback (databases statsapi_bench_*, a Redis key prefix per run).
@@ -49,7 +51,7 @@ from bench import batch_load, harness, report
 from bench.harness import ROOT, Server
 
 BASE_COMMIT = "d292482"  # where issue 7 starts
-ROWS = ("1", "2", "3", "4", "5")
+ROWS = ("1", "2", "3", "4", "5", "6")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -639,11 +641,15 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as error:
                 rows += [
                     report.Row(k, "request path", skipped=f"failed: {error!r}")
-                    for k in sorted(wanted - {"5"})
+                    for k in sorted(wanted - {"5", "6"})
                 ]
             bench.stop_servers()  # idle servers would only add noise to row 5
         if "5" in wanted:
             rows.append(attempt("5", "stats over 1 M records", lambda: row_stats(bench)))
+        if "6" in wanted:
+            from bench import fair_use  # its own server at the default limits
+
+            rows.append(attempt("6", "fair use", fair_use.row))
     failed = any(row.skipped and row.skipped.startswith("failed") for row in rows)
     facts = machine_facts(plan, args.base, load_before)
     facts.append(("wall time of this run", f"{time.monotonic() - started:.0f} s"))

@@ -48,6 +48,8 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 MIN_SECRET_BYTES = 32
 # Prometheus scrapes from the private network; nobody else may read /metrics.
+# The largest batch (schemas.records.MAX_BATCH; kept here so settings load without the schemas).
+FULL_BATCH = 1000
 DEFAULT_METRICS_NETWORKS = (
     "127.0.0.0/8",
     "::1/128",
@@ -114,6 +116,10 @@ class Settings:
     ratelimit_anonymous: str = "60/minute"
     ratelimit_user: str = "300/minute"
     ratelimit_elevated: str = "1200/minute"
+    ratelimit_records: str = "2000/minute;20000/hour"
+    quota_records_per_day: int = 100_000
+    idempotency_replay_max_bytes: int = 64 * 1024
+    idempotency_max_keys: int = 10_000
     stats_cache_ttl_seconds: int = 300
     docs_enabled: bool = True
     max_content_length: int = 1024 * 1024
@@ -183,12 +189,18 @@ class Settings:
         return settings
 
     def validate_limits(self) -> None:
-        for name in ("ratelimit_login", "ratelimit_anonymous", "ratelimit_user", "ratelimit_elevated"):
+        names = ("ratelimit_login", "ratelimit_anonymous", "ratelimit_user", "ratelimit_elevated")
+        for name in (*names, "ratelimit_records"):
             value = getattr(self, name)
             try:
                 parse_many(value)
             except ValueError:
                 raise ConfigError(f"{name.upper()} is not a rate limit string: {value!r}") from None
+        # A limit below the largest batch would refuse a valid batch forever, never "retry later".
+        if any(item.amount < FULL_BATCH for item in parse_many(self.ratelimit_records)):
+            raise ConfigError(f"RATELIMIT_RECORDS: each limit must allow a full batch ({FULL_BATCH} records)")
+        if self.quota_records_per_day < FULL_BATCH:
+            raise ConfigError(f"QUOTA_RECORDS_PER_DAY must allow a full batch ({FULL_BATCH} records)")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -315,6 +327,14 @@ def _tunables(get: Any) -> dict[str, Any]:
         "ratelimit_anonymous": get("RATELIMIT_ANONYMOUS", "60/minute"),
         "ratelimit_user": get("RATELIMIT_USER", "300/minute"),
         "ratelimit_elevated": get("RATELIMIT_ELEVATED", "1200/minute"),
+        "ratelimit_records": get("RATELIMIT_RECORDS", "2000/minute;20000/hour"),
+        "quota_records_per_day": _int(
+            get("QUOTA_RECORDS_PER_DAY", "100000"), "QUOTA_RECORDS_PER_DAY", minimum=1
+        ),
+        "idempotency_max_keys": _int(get("IDEMPOTENCY_MAX_KEYS", "10000"), "IDEMPOTENCY_MAX_KEYS", minimum=1),
+        "idempotency_replay_max_bytes": _int(
+            get("IDEMPOTENCY_REPLAY_MAX_BYTES", str(64 * 1024)), "IDEMPOTENCY_REPLAY_MAX_BYTES", minimum=1024
+        ),
         "stats_cache_ttl_seconds": _int(
             get("STATS_CACHE_TTL_SECONDS", "300"), "STATS_CACHE_TTL_SECONDS", minimum=1
         ),

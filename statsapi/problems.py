@@ -31,6 +31,10 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     ),
     "forbidden": ("Forbidden", "The token is valid but its role does not allow this operation."),
     "rate-limited": ("Too many requests", "A rate limit was exceeded; retry after `Retry-After` seconds."),
+    "quota-exceeded": (
+        "Quota exceeded",
+        "A daily quota is used up: nothing was written; it resets at the time `detail` and `Retry-After` give.",
+    ),
     "precondition-required": (
         "Precondition required",
         "This update needs an `If-Match` header with the resource's current ETag.",

@@ -125,6 +125,8 @@ def settings_env(database_url: str, **overrides: str) -> dict[str, str]:
         "RATELIMIT_USER": "100000/minute",
         "RATELIMIT_ELEVATED": "100000/minute",
         "RATELIMIT_LOGIN": "100000/minute",
+        "RATELIMIT_RECORDS": "10000000/minute",
+        "QUOTA_RECORDS_PER_DAY": "100000000",
         "LOG_LEVEL": "WARNING",
         "STATSAPI_INSTANCE_PATH": "/tmp/statsapi-test-instance",
     }

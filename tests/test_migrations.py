@@ -33,6 +33,7 @@ TABLES = {
     "token_families",
     "idempotency_keys",
     "currencies",
+    "record_quota_usage",
     "deployment",
 }
 

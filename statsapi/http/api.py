@@ -4,7 +4,7 @@
   OAuth 2.0 password security schemes, one shared rate-limit header component; docs are
   served by ``resources.docs``.
 * ``Blueprint``: decorators that are both the OpenAPI contract and the behaviour —
-  ``auth_required(*roles)``, ``limit``, ``rate_limit_exempt`` and ``answers_from_cache``
+  ``auth_required(*roles)``, ``limit``, ``costs``, ``rate_limit_exempt`` and ``answers_from_cache``
   tell the request gate what to do (``http.gate``); ``commits`` commits the view's unit
   of work (``http.transaction``); every operation documents its 429 and the rate-limit
   headers unless exempt; query strings and bodies reject unknown fields (422), bodies
@@ -361,6 +361,17 @@ class Blueprint(flask_smorest.Blueprint):
 
         def decorator(func: F) -> F:
             func._statsapi_quotas = [*getattr(func, "_statsapi_quotas", ()), RouteQuota(tier, per)]  # type: ignore[attr-defined]
+            return func
+
+        return decorator
+
+    @staticmethod
+    def costs(cost: Callable[[], int]) -> Callable[[F], F]:
+        """The records this request writes, spent against the writer's ``records`` quota by
+        the gate (``http.cost``); called on the raw request, before any parsing."""
+
+        def decorator(func: F) -> F:
+            func._statsapi_cost = cost  # type: ignore[attr-defined]
             return func
 
         return decorator

@@ -74,6 +74,7 @@ class RoutePolicy:
     accepts: frozenset[str] = frozenset()  # "query", "json"
     query_schema: Any = None
     cache: CacheUse | None = None
+    cost: Callable[[], int] | None = None  # records this request writes (``Blueprint.costs``)
 
     @classmethod
     def of(cls, view: Any) -> RoutePolicy:
@@ -84,6 +85,7 @@ class RoutePolicy:
             accepts=frozenset(getattr(view, "_statsapi_accepts", ())),
             query_schema=getattr(view, "_statsapi_query_schema", None),
             cache=getattr(view, "_statsapi_cache", None),
+            cost=getattr(view, "_statsapi_cost", None),
             quotas=tuple(getattr(view, "_statsapi_quotas", ())),
             **getattr(view, "_statsapi_auth", {}),
         )
@@ -172,6 +174,8 @@ class Gate:
         charges = self.tiers.charges(tier, subject)
         for quota in route.quotas:
             charges += self.tiers.charges(quota.tier, quota.subject(subject))
+        if route.cost is not None and claims is not None and claims["type"] == "access":
+            charges += self.tiers.charges("records", f"records:{subject}", cost=route.cost())
         return charges
 
     def _probe(self, route: RoutePolicy, claims: Mapping[str, Any] | None) -> CacheKey | None:
@@ -200,6 +204,13 @@ class Gate:
         quota = limits.binding(breached).charge.quota
         RATE_LIMITED.labels(route=request.url_rule.rule if request.url_rule else "unmatched").inc()
         window = _WINDOW_TEXT.get(quota.window, f"{quota.window} seconds")
+        if quota.name.startswith("records-"):
+            raise Problem(
+                429,
+                f"Record write limit exceeded: {quota.amount} records per {window} ({quota.name}); "
+                "a batch counts each of its records. Nothing was written.",
+                slug="rate-limited",
+            )
         raise Problem(429, f"Rate limit exceeded: {quota.amount} per {window}.", slug="rate-limited")
 
     def _token_state(

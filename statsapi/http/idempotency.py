@@ -7,6 +7,13 @@
 3. A retry with the same key and body replays the stored response (and creates
    nothing); another body is a 422; an error releases the claim so the client may retry.
 
+Stored replays are bounded per user: a response over ``IDEMPOTENCY_REPLAY_MAX_BYTES``
+(a large batch) is kept as the ids of the records it created, not in full, and a replay
+rebuilds it from those records as they are now (records deleted since are left out; the
+status and headers are the first response's). Every stored key is a write that spent at
+least one record of the user's daily quota, so a user's keys are bounded by that quota,
+and their bytes by it times the size of an id.
+
 A claim left behind by a crashed (or very slow) request expires after ``LEASE`` and can
 be retaken; the lease fences the old holder out, so it can no longer complete the key.
 Keys live ``TTL`` per user; a user's expired keys are removed when that user claims a new
@@ -25,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Response, current_app, request
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,6 +43,8 @@ from ..models import IdempotencyKey
 from ..problems import InvalidInput, Problem
 from . import jsonio
 from .apidoc import document_header
+from .limits import Quota
+from .quota import note_count
 from .transaction import database
 from .transaction import session as request_session
 
@@ -64,6 +73,11 @@ class Replay:
     status: int
     body: str
     headers: dict[str, str]
+    ids: list[int] | None = None  # stored compact: rebuild the body from these
+
+
+# Rebuilds a compact replay's body from the ids of the records its request created.
+Rebuild = Callable[[list[int]], str]
 
 
 @dataclass(frozen=True)
@@ -86,12 +100,16 @@ def request_fingerprint(endpoint: str) -> str:
     return hashlib.sha256(f"{endpoint}\n{canonical}".encode()).hexdigest()
 
 
-def claim(session: Session, *, user_id: int, key: str, endpoint: str, fingerprint: str) -> Outcome:
+def claim(
+    session: Session, *, user_id: int, key: str, endpoint: str, fingerprint: str, max_keys: int | None = None
+) -> Outcome:
     # The user's expired keys go first: the table cleans itself, per user, as it is used.
     session.execute(
         delete(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.expires_at <= utcnow())
     )
     session.commit()
+    if max_keys is not None:
+        _refuse_beyond(session, user_id=user_id, key=key, max_keys=max_keys)
     for _attempt in range(3):
         now = utcnow()
         if _insert_claim(
@@ -113,6 +131,29 @@ def claim(session: Session, *, user_id: int, key: str, endpoint: str, fingerprin
             continue
         return _judge(session, existing, fingerprint=fingerprint, now=now)
     return InFlight()
+
+
+def _refuse_beyond(session: Session, *, user_id: int, key: str, max_keys: int) -> None:
+    """429 when the user already holds ``max_keys`` live keys and this one is new."""
+    mine = IdempotencyKey.user_id == user_id
+    held, oldest = session.execute(
+        select(func.count(), func.min(IdempotencyKey.expires_at)).where(mine)
+    ).one()
+    if held < max_keys or session.get(IdempotencyKey, (user_id, key)) is not None:
+        return
+    session.rollback()
+    now = utcnow()
+    expires = oldest if oldest is not None else now
+    wait = max(int((expires - now).total_seconds()), 1)
+    quota = Quota("idempotency-keys", max_keys, int(TTL.total_seconds()))
+    headers_on = note_count(quota, f"user:{user_id}", held, expires.timestamp(), refused=True)
+    raise Problem(
+        429,
+        f"Too many live Idempotency-Keys (idempotency-keys): at most {max_keys} per user, each kept 24 h; "
+        f"the oldest expires in {wait} s. Nothing was done; retry with this key then.",
+        slug="quota-exceeded",
+        headers=None if headers_on else {"Retry-After": str(wait)},
+    )
 
 
 def _insert_claim(
@@ -145,10 +186,12 @@ def _judge(session: Session, existing: IdempotencyKey, *, fingerprint: str, now:
     if existing.request_hash != fingerprint:
         return Mismatch()
     if existing.state == "done":
+        ids = existing.response_ids
         return Replay(
             existing.response_status or 200,
             existing.response_body or "",
             dict(existing.response_headers or {}),
+            [int(i) for i in ids] if isinstance(ids, list) else None,
         )
     if existing.locked_until > now:
         return InFlight()
@@ -190,14 +233,19 @@ def release(*, user_id: int, key: str, lease: dt.datetime) -> None:
         session.close()
 
 
-def _store(*, user_id: int, key: str, lease: dt.datetime, response: Response) -> None:
+def _store(*, user_id: int, key: str, lease: dt.datetime, response: Response, compact: bool = False) -> None:
+    body: str | None = response.get_data(as_text=True)
+    ids = None
+    if compact and len(body or "") > current_app.extensions["statsapi.settings"].idempotency_replay_max_bytes:
+        ids, body = [item["id"] for item in json.loads(body or "{}")["items"]], None
     stored = request_session().execute(
         update(IdempotencyKey)
         .where(_ours(user_id, key, lease))
         .values(
             state="done",
             response_status=response.status_code,
-            response_body=response.get_data(as_text=True),
+            response_body=body,
+            response_ids=ids,
             response_headers={h: response.headers[h] for h in REPLAYED_HEADERS if h in response.headers},
         )
     )
@@ -223,14 +271,18 @@ _HEADER_DOC = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
     "description": "Retry safely: the same key and body replay the first response "
     "(header `Idempotent-Replayed: true`); another body is 422; in flight is 409. "
-    "Keys live 24 h per user.",
+    "Keys live 24 h per user, at most 10 000 live keys each by default (429 beyond). A large "
+    "batch's replay is rebuilt from the records it created, as they are now.",
 }
 
 
-def idempotent(endpoint: str) -> Callable[[F], F]:
+def idempotent(endpoint: str, *, rebuild: Rebuild | None = None) -> Callable[[F], F]:
     """Make a POST view honour ``Idempotency-Key``. Place it below ``auth_required``,
     ``arguments`` (so invalid requests never claim a key) and ``commits`` (its stored
-    response commits with the view's work), and above ``response``."""
+    response commits with the view's work), and above ``response``.
+
+    ``rebuild``: for a view whose body is ``{"items": [{"id": ...}, ...]}``, large
+    responses are stored as their ids and rebuilt with it on replay."""
 
     def decorator(func: F) -> F:
         @functools.wraps(func)
@@ -243,11 +295,17 @@ def idempotent(endpoint: str) -> Callable[[F], F]:
             user_id = current_principal().id
             outcome = _claim_for_request(user_id=user_id, key=key, endpoint=endpoint)
             if not isinstance(outcome, Claimed):
-                return _answer(outcome)
+                return _answer(outcome, rebuild)
             try:
                 response = func(*args, **kwargs)
                 # In the view's unit of work: the response lands with what it created, or neither.
-                _store(user_id=user_id, key=key, lease=outcome.lease, response=response)
+                _store(
+                    user_id=user_id,
+                    key=key,
+                    lease=outcome.lease,
+                    response=response,
+                    compact=rebuild is not None,
+                )
             except BaseException:
                 release(user_id=user_id, key=key, lease=outcome.lease)
                 raise
@@ -263,13 +321,18 @@ def _claim_for_request(*, user_id: int, key: str, endpoint: str) -> Outcome:
     session = database().new_session()
     try:
         return claim(
-            session, user_id=user_id, key=key, endpoint=endpoint, fingerprint=request_fingerprint(endpoint)
+            session,
+            user_id=user_id,
+            key=key,
+            endpoint=endpoint,
+            fingerprint=request_fingerprint(endpoint),
+            max_keys=current_app.extensions["statsapi.settings"].idempotency_max_keys,
         )
     finally:
         session.close()
 
 
-def _answer(outcome: Outcome) -> Response:
+def _answer(outcome: Outcome, rebuild: Rebuild | None) -> Response:
     """The stored first response for a replay; a problem for a mismatch or a key in flight."""
     if isinstance(outcome, Mismatch):
         raise Problem(
@@ -285,7 +348,10 @@ def _answer(outcome: Outcome) -> Response:
             slug="idempotency-conflict",
             headers={"Retry-After": "1"},
         )
-    response = current_app.response_class(outcome.body, status=outcome.status)
+    body = outcome.body
+    if outcome.ids is not None and rebuild is not None:
+        body = rebuild(outcome.ids)
+    response = current_app.response_class(body, status=outcome.status)
     response.headers.update(outcome.headers)
     response.headers["Idempotent-Replayed"] = "true"
     return response

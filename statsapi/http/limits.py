@@ -14,6 +14,9 @@
 * Headers on every limited response: ``RateLimit-Policy`` and ``RateLimit`` (IETF
   draft-ietf-httpapi-ratelimit-headers) and ``X-RateLimit-Limit/Remaining/Reset``;
   a 429 also carries ``Retry-After`` and a problem+json body.
+* Cost: a write also spends its number of records against the writer's ``records`` quota
+  (``RATELIMIT_RECORDS``): a 1000-record batch is one request but a thousand records. The
+  request quota keeps counting requests, so each header's unit stays what it says.
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ class Tiers:
             "elevated": quotas("elevated", settings.ratelimit_elevated),
             "login": quotas("login", settings.ratelimit_login),
             "password": quotas("password", settings.ratelimit_login),
+            # Records written, per user: a route's cost (``Blueprint.costs``), not its requests.
+            "records": quotas("records", settings.ratelimit_records),
         }
 
     def charges(self, tier: str, subject: str, cost: int = 1) -> list[Charge]:

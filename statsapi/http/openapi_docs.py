@@ -70,7 +70,15 @@ _PROBLEMS: dict[int, list[tuple[str, str, dict[str, Any]]]] = {
             {},
         )
     ],
-    429: [("rate-limited", "Rate limit exceeded: 300 per 1 minute.", {})],
+    429: [
+        ("rate-limited", "Rate limit exceeded: 300 per 1 minute.", {}),
+        (
+            "quota-exceeded",
+            "Daily record quota exceeded: 100000 records per day (records-day); this request would create "
+            "1000 and 400 are left today. Nothing was written; the quota resets at 2026-03-02T00:00:00Z.",
+            {},
+        ),
+    ],
     500: [("internal-error", "An unexpected error occurred; it has been logged.", {})],
     503: [("service-unavailable", "The database is unavailable; the request was not processed.", {})],
 }

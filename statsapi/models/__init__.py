@@ -1,9 +1,11 @@
-"""Tables: users, records, audit events, token families, idempotency keys, currencies, deployment."""
+"""Tables: users, records, audit events, token families, idempotency keys, currencies, deployment,
+record quota usage."""
 
 from .audit import AuditEvent
 from .currency import Currency
 from .deployment import Deployment
 from .idempotency import IdempotencyKey
+from .quota import RecordQuotaUsage
 from .record import Record, RecordData, RecordRow
 from .token import TokenFamily
 from .user import ROLES, Role, User
@@ -16,6 +18,7 @@ __all__ = [
     "IdempotencyKey",
     "Record",
     "RecordData",
+    "RecordQuotaUsage",
     "RecordRow",
     "Role",
     "TokenFamily",

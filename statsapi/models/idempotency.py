@@ -29,6 +29,9 @@ class IdempotencyKey(Base):
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[str | None] = mapped_column(Text)
     response_headers: Mapped[Any | None] = mapped_column(JSON)
+    # A response over IDEMPOTENCY_REPLAY_MAX_BYTES is kept as the ids of what it created
+    # (response_body NULL) and rebuilt from them on replay: a user's stored replays stay small.
+    response_ids: Mapped[Any | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     # An in-flight claim older than this was abandoned (crashed worker) and may be retaken.
     locked_until: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -18,11 +18,14 @@ from ..http.conditional import (
     require_if_match,
     version_etag,
 )
+from ..http.cost import one, records_in_body
 from ..http.idempotency import REPLAYED_HEADER, idempotent
 from ..http.pagination import CursorCodec, page_body
+from ..http.quota import spend_daily_records
 from ..http.transaction import session
 from ..models import Record, Role
 from ..schemas.records import (
+    MAX_BATCH,
     RecordBatchSchema,
     RecordCreateSchema,
     RecordListSchema,
@@ -76,12 +79,16 @@ class Records(MethodView):
         return jsonify({**page, "items": dump_records(page["items"])})
 
     @blp.auth_required(*WRITERS)
+    @blp.costs(one)
     @blp.arguments(RecordCreateSchema)
     @blp.commits
     @idempotent("records.create")
     @blp.response(201, RecordSchema, headers={**LOCATION_HEADER, **ETAG_HEADER, **REPLAYED_HEADER})
     def post(self, data: dict[str, Any]) -> Any:
-        """Create a record owned by you."""
+        """Create a record owned by you.
+
+        It counts against your records quotas (per minute, hour and day; see *Rate limits*)."""
+        spend_daily_records(1)
         record = record_service.create(session(), owner_id=current_principal().id, data=data)
         return (
             jsonify(dump_record(record)),
@@ -90,15 +97,26 @@ class Records(MethodView):
         )
 
 
+def _rebuild_batch(ids: list[int]) -> str:
+    """A large batch's replay, from the records it created (its stored form is their ids)."""
+    rows = record_service.owned_by_ids(session(), owner_id=current_principal().id, ids=ids)
+    return jsonify({"items": dump_records(rows)}).get_data(as_text=True)
+
+
 @blp.route("/batch")
 class RecordBatch(MethodView):
     @blp.auth_required(*WRITERS)
+    @blp.costs(records_in_body(MAX_BATCH))
     @blp.arguments(RecordBatchSchema)
     @blp.commits
-    @idempotent("records.batch")
+    @idempotent("records.batch", rebuild=_rebuild_batch)
     @blp.response(201, RecordListSchema, headers=REPLAYED_HEADER)
     def post(self, data: dict[str, Any]) -> Any:
-        """Create 1–1000 records at once: all of them, or none if any is invalid."""
+        """Create 1–1000 records at once: all of them, or none if any is invalid.
+
+        Each record counts against your records quotas (per minute, hour and day), not
+        just the request: a batch that does not fit is refused whole (429)."""
+        spend_daily_records(len(data["records"]))
         records = record_service.create_many(
             session(), owner_id=current_principal().id, items=data["records"]
         )

@@ -144,6 +144,13 @@ def search(
     return cast(list[RecordData], session.execute(query).all())
 
 
+def owned_by_ids(session: Session, *, owner_id: int, ids: Sequence[int]) -> list[RecordData]:
+    """The owner's records among ``ids``, in id order (those deleted since are missing)."""
+    records = cast(Table, Record.__table__)
+    query = select(records).where(records.c.id.in_(ids), records.c.owner_id == owner_id)
+    return cast(list[RecordData], session.execute(query.order_by(records.c.id)).all())
+
+
 def get_visible(session: Session, *, record_id: int, role: Role, user_id: int) -> Record:
     """Another user's record is indistinguishable from a missing one (404)."""
     record = session.get(Record, record_id)

@@ -33,7 +33,9 @@ from .stats_cache import CacheKey, MemoryBackend, RedisBackend, StatsCache
 # request's cost; a value that cannot be read (wrong
 # type) is a miss and is deleted, so the fill that follows writes a good one. A version
 # that is not one the app makes (hex) is a miss too.
-_ADMIT = LUA_READ + """
+_ADMIT = (
+    LUA_READ
+    + """
 local quotas = tonumber(ARGV[1])
 local counts = {}
 for i = 1, quotas do
@@ -76,6 +78,7 @@ if ARGV[a + 1] ~= '' then
 end
 return {counts, user, family, version, entry}
 """
+)
 
 
 @dataclass(frozen=True)

@@ -252,7 +252,9 @@ class MemoryBackend:
 # that version, and on a miss try to take the computation lock, all atomically. A key of
 # the wrong type is deleted and a version that is not one we make (hex) replaced: a bad
 # value is a miss, never an error.
-_LOOKUP = LUA_READ + """
+_LOOKUP = (
+    LUA_READ
+    + """
 local version = read(KEYS[1])
 if not version or not string.match(version, '^%x+$') then
     version = ARGV[3]
@@ -270,6 +272,7 @@ end
 local leader = redis.call('SET', entry .. ':lock', ARGV[4], 'NX', 'PX', ARGV[5])
 return {version, false, leader and 1 or 0}
 """
+)
 
 # Store the value and release our lock (only ours) in one round trip.
 _STORE = """
