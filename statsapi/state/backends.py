@@ -13,10 +13,12 @@ every process's revocation listener (``auth.revocations``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from ..auth.revocations import CHANNEL, RevocationFeed, payloads
@@ -27,7 +29,7 @@ from ..db import Database, database_identity, pop_changed_owners, token_changes
 from ..http.limits import LocalCounters
 from .admission import AdmissionStore, LocalAdmission, RedisAdmission
 from .redis import KeySpace, RedisConnection
-from .stats_cache import EntryCodec, MemoryBackend, RedisBackend, StatsCache
+from .stats_cache import EntryCodec, FileChanges, MemoryBackend, RedisBackend, StatsCache
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,11 @@ def init_app(app: Flask, settings: Settings, database: Database, keys: SigningKe
         cache = StatsCache(redis_backend, ttl=settings.stats_cache_ttl_seconds, codec=entry_codec)
         admission: AdmissionStore = RedisAdmission(connection, counters, redis_backend, token_cache)
     else:
-        cache = StatsCache(MemoryBackend(), ttl=settings.stats_cache_ttl_seconds, codec=entry_codec)
+        changes = _sqlite_changes(settings.database_url)
+        if changes is not None:
+            database.on_dispose(changes.close)
+        backend = MemoryBackend(changes=changes)
+        cache = StatsCache(backend, ttl=settings.stats_cache_ttl_seconds, codec=entry_codec)
         admission = LocalAdmission(counters, cache)
     shared = SharedState(cache, token_cache, admission, counters, codec, revocations)
     app.extensions["statsapi.shared"] = shared
@@ -113,3 +119,11 @@ def _publish_around_commits(
     event.listen(database.session_factory, "before_commit", lambda session: publish(session, committed=False))
     database.on_after_commit(lambda session: publish(session, committed=True))
     event.listen(database.session_factory, "after_rollback", lambda session: token_changes(session, pop=True))
+
+
+def _sqlite_changes(database_url: str) -> FileChanges | None:
+    """Commits by other processes to the embedded SQLite file (PostgreSQL has Redis for that)."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return FileChanges(Path(url.database))

@@ -25,12 +25,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import sqlite3
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..http.conditional import content_etag
@@ -177,11 +179,55 @@ class StatsCache:
             self.backend.bump(["all", *(scope_for(o) for o in sorted(owners))])
 
 
-class MemoryBackend:
-    """Single-process backend (embedded default): an LRU with TTLs and per-key locks."""
+class FileChanges:
+    """Whether any process committed to a SQLite database since this one last looked.
 
-    def __init__(self, max_entries: int = 10_000) -> None:
+    SQLite's own answer: ``PRAGMA data_version`` on one connection changes whenever any
+    *other* connection — this process's request sessions, ``flask seed``, ``sqlite3`` —
+    committed in the meantime. This connection stays open for the app's life (it only ever
+    runs that pragma) and answers in microseconds.
+    """
+
+    def __init__(self, database: Path) -> None:
+        self._database = database
+        self._connection: sqlite3.Connection | None = None  # opened on first use: the file
+        self._seen: int | None = None  # may not exist until the embedded first run makes it
+
+    def changed(self) -> bool:
+        """Call under the owner's lock (the connection is shared by the request threads)."""
+        try:
+            if self._connection is None:
+                self._connection = sqlite3.connect(
+                    self._database, check_same_thread=False, isolation_level=None
+                )
+            version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            self.close()
+            return True  # cannot tell: assume it changed (a recomputation, never a stale answer)
+        if version == self._seen:
+            return False
+        self._seen = version
+        return True
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        self._seen = None
+
+
+class MemoryBackend:
+    """Single-process backend (embedded default): an LRU with TTLs and per-key locks.
+
+    Other processes write to the same database (``flask seed``, a second ``flask run``), and
+    their commits never reach this process's version counters; with ``changes``, any commit
+    to the database file starts a new epoch, so every entry cached before it is a miss.
+    """
+
+    def __init__(self, max_entries: int = 10_000, changes: FileChanges | None = None) -> None:
         self._guard = threading.Lock()
+        self._changes = changes
+        self._epoch = 0
         self._versions: dict[str, int] = {}
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._locks: dict[str, threading.Lock] = {}
@@ -197,15 +243,21 @@ class MemoryBackend:
         self._entries.move_to_end(key)
         return entry[1]
 
+    def _version(self, scope: str) -> str:
+        """The scope's version (call under the guard): a new epoch after any commit elsewhere."""
+        if self._changes is not None and self._changes.changed():
+            self._epoch += 1
+        return f"{self._epoch}.{self._versions.get(scope, 0)}"
+
     def peek(self, key: CacheKey) -> tuple[str, bytes | None]:
         """The scope's version and the entry under it, if any (no lock taken)."""
         with self._guard:
-            version = str(self._versions.get(key.scope, 0))
+            version = self._version(key.scope)
             return version, self._get(self._key(key.scope, version, key.digest))
 
     def lookup(self, scope: str, digest: str) -> Lookup:
         with self._guard:
-            version = str(self._versions.get(scope, 0))
+            version = self._version(scope)
             key = self._key(scope, version, digest)
             value = self._get(key)
             if value is not None:
