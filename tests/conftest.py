@@ -14,6 +14,7 @@ owner) and fresh in-process caches and limit counters.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -49,20 +50,30 @@ def _admin_connection() -> Any:
     return conn
 
 
+@contextlib.contextmanager
+def scratch_database(purpose: str, worker_id: str, *, migrated: bool = False) -> Iterator[str]:
+    """A brand-new PostgreSQL database of its own (dropped afterwards), by its owner's URL."""
+    name = f"statsapi_{purpose}_{worker_id}_{os.getpid()}"
+    conn = _admin_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cur.execute(f'CREATE DATABASE "{name}"')
+        url = PG_URL_TEMPLATE.format(name=name)
+        if migrated:
+            upgrade(url)
+        yield url
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+
+
 @pytest.fixture(scope="session")
 def pg_url(worker_id: str) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this test session."""
-    name = f"statsapi_test_{worker_id}_{os.getpid()}"
-    conn = _admin_connection()
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    url = PG_URL_TEMPLATE.format(name=name)
-    upgrade(url)
-    yield url
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+    with scratch_database("test", worker_id, migrated=True) as url:
+        yield url
 
 
 def as_app_role(owner_url: str) -> str:

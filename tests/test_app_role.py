@@ -20,9 +20,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, text
 
 from statsapi.dbroles import DML, TABLE_PRIVILEGES, AppRoleError, grant_app_role, table_privileges
-from statsapi.migrate import head_revision, upgrade
+from statsapi.migrate import head_revision
 
-from .conftest import APP_ROLE, PG_ADMIN_DSN, PG_URL_TEMPLATE, app_role_url, owner_engine
+from .conftest import APP_ROLE, PG_ADMIN_DSN, app_role_url, owner_engine, scratch_database
 from .factories import Actor, Factory, record_body
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -177,18 +177,8 @@ def test_the_whole_api_works_under_the_app_role(
 @pytest.fixture(scope="module")
 def role_database(worker_id: str) -> Iterator[str]:
     """A migrated database of this module's own (the grant tests change its privileges)."""
-    name = f"statsapi_approle_{worker_id}_{os.getpid()}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    url = PG_URL_TEMPLATE.format(name=name)
-    upgrade(url)
-    yield url
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with scratch_database("approle", worker_id, migrated=True) as url:
+        yield url
 
 
 @pytest.fixture

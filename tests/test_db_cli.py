@@ -3,37 +3,27 @@ PostgreSQL database: upgrade, current, history, downgrade, revision --autogenera
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 from flask import Flask
 from sqlalchemy import create_engine, inspect, text
 
 from statsapi.migrate import head_revision
 
-from .conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE
+from .conftest import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def fresh_pg(worker_id: str) -> Iterator[str]:
-    name = f"statsapi_db_cli_{worker_id}_{os.getpid()}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield PG_URL_TEMPLATE.format(name=name)
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with scratch_database("db_cli", worker_id) as url:
+        yield url
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from statsapi.db import Base, database_identity, make_engine
 from statsapi.migrate import alembic_config, current_revision, head_revision, upgrade
 from statsapi.money import ISO_4217
 
-from .conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE
+from .conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {
@@ -46,16 +46,8 @@ def _engine(url: str) -> Engine:
 @pytest.fixture(scope="module")
 def empty_pg(worker_id: str) -> Iterator[str]:
     """A brand-new, empty PostgreSQL database (not the shared test database)."""
-    name = f"statsapi_migrations_{worker_id}_{os.getpid()}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield PG_URL_TEMPLATE.format(name=name)
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with scratch_database("migrations", worker_id) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import venv
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 from sqlalchemy import create_engine, inspect
 
@@ -25,7 +24,7 @@ import statsapi.models  # noqa: F401 (registers every table on Base.metadata)
 from statsapi.db import Base
 from statsapi.migrate import head_revision
 
-from .conftest import PG_ADMIN_DSN, PG_URL_TEMPLATE, REDIS_URL
+from .conftest import REDIS_URL, scratch_database
 
 pytestmark = pytest.mark.slow
 
@@ -100,16 +99,8 @@ def test_the_wheel_carries_the_migrations(installed: Path, tmp_path: Path) -> No
 
 @pytest.fixture
 def empty_pg(worker_id: str) -> Iterator[str]:
-    name = f"statsapi_wheel_{worker_id}_{os.getpid()}"
-    admin = psycopg2.connect(PG_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield PG_URL_TEMPLATE.format(name=name)
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with scratch_database("wheel", worker_id) as url:
+        yield url
 
 
 @pytest.mark.parametrize("database", ["postgresql", "sqlite"])
