@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.redis_tools import free_port, wait_for_port  # noqa: E402
+from tests.redis_tools import delete_keys, free_port, wait_for_port  # noqa: E402
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_ADMIN_DSN = f"host={PG_HOST} port={PG_PORT} user=postgres dbname=postgres"
@@ -73,12 +72,7 @@ def drop_database(name: str) -> None:
 
 
 def delete_redis_keys(prefix: str) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
+    delete_keys(REDIS_URL, prefix)
 
 
 def app_env(db_name: str, prefix: str, secret: str, log_level: str, **extra: str) -> dict[str, str]:

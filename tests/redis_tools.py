@@ -276,3 +276,13 @@ def cached_state(cache: Any, user_id: int, family_id: str) -> Any:
 def user_state(role: str, active: int, generation: int) -> Any:
     """A user's token-relevant fields, as ``TokenStateCache.publish`` takes them."""
     return SimpleNamespace(role=role, is_active=bool(active), token_generation=generation)
+
+
+def eventually(check: Any, seconds: float = 5.0) -> bool:
+    """Whether ``check()`` turns true within ``seconds`` (polled every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()

@@ -5,7 +5,6 @@ win over newer state whatever order writes arrive in."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,7 +13,7 @@ from flask import Flask
 from statsapi.auth.token_state import AuthState, TokenStateCache
 
 from .factories import Factory, record_body
-from .redis_tools import CuttableProxy, ThrowawayRedis, cached_state, throwaway_redis, user_state
+from .redis_tools import CuttableProxy, ThrowawayRedis, cached_state, eventually, throwaway_redis, user_state
 
 
 @pytest.fixture
@@ -28,15 +27,6 @@ def proxy(server: ThrowawayRedis) -> Iterator[CuttableProxy]:
     forwarder = CuttableProxy(server.port)
     yield forwarder
     forwarder.close()
-
-
-def eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 @pytest.fixture

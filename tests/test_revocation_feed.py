@@ -6,7 +6,6 @@ was disconnected, and the listener goes away with its app."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 
 import jwt
@@ -20,7 +19,7 @@ from statsapi.db import get_database
 
 from .conftest import owner_engine
 from .factories import Actor, Factory
-from .redis_tools import CuttableProxy, ThrowawayRedis, cached_state, throwaway_redis
+from .redis_tools import CuttableProxy, ThrowawayRedis, cached_state, eventually, throwaway_redis
 
 LISTENER = "statsapi-revocations"
 
@@ -29,15 +28,6 @@ LISTENER = "statsapi-revocations"
 def server() -> Iterator[ThrowawayRedis]:
     with throwaway_redis() as running:
         yield running
-
-
-def eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 def family_of(actor: Actor) -> str:

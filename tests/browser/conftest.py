@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from tests.e2e.stack import REDIS_URL, Stack, shared_stack
+from tests.redis_tools import delete_keys
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -55,9 +55,4 @@ def fresh_browser_budget(stack: Stack) -> None:
     """Chromium always connects from 127.0.0.1, so every browser test spends the same
     anonymous per-IP budget (pages, /openapi.json, the token endpoint); each test starts
     with a fresh one, whatever ran before it."""
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        for key in client.scan_iter(match=f"{stack.redis_prefix}limits:*:ip:127.0.0.1", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
+    delete_keys(REDIS_URL, f"{stack.redis_prefix}limits:*:ip:127.0.0.1")
