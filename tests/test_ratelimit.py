@@ -41,6 +41,20 @@ def assert_rate_limited(response: Any) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_malformed_requests_spend_quota_too(
+    backend: str, make_app: Callable[..., Flask], clean: Flask
+) -> None:
+    """A request refused for its input (422) was still made: it is counted and says so."""
+    app = build(make_app, backend, RATELIMIT_USER="2/minute")
+    actor = Factory(app).actor(app.test_client(), username="alice")
+    first = actor.get("/api/records?bogus=1")
+    assert first.status_code == 422
+    assert first.headers["X-RateLimit-Remaining"] == "1"
+    assert actor.get("/api/records?limit=1&limit=2").headers["X-RateLimit-Remaining"] == "0"
+    assert_rate_limited(actor.get("/api/records?bogus=1"))  # the quota wins over the 422
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_headers_count_down_then_429(backend: str, make_app: Callable[..., Flask], clean: Flask) -> None:
     app = build(make_app, backend, RATELIMIT_USER="3/minute")
     actor = Factory(app).actor(app.test_client(), username="alice")

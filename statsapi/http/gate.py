@@ -132,9 +132,9 @@ class Gate:
         if request.endpoint is None:
             return None  # 404/405: routing answers, nothing to count or protect
         route = g.route = self.policy(request.endpoint, request.method)
-        if route.strict:
-            refuse_unaccepted_input(route)
         if route.exempt:
+            if route.strict:
+                refuse_unaccepted_input(route)
             return None
         claims, token_error = self._identify(route)
         probe = self._probe(route, claims)
@@ -142,6 +142,8 @@ class Gate:
         admission = self.store.admit(self._charges(route, claims), token, probe)
         g.rate_counts = admission.counts
         self._refuse_if_limited(admission.counts)
+        if route.strict:  # after counting: a malformed request spends quota like any other
+            refuse_unaccepted_input(route)
         if not route.auth:
             return None
         if token_error is not None or claims is None:
