@@ -48,27 +48,25 @@ def libpq_dsn(name: str) -> str:
     return f"host={PG_HOST} port={PG_PORT} user=postgres dbname={name}"
 
 
-def recreate_database(name: str) -> None:
-    assert name.startswith("statsapi_bench_"), name
+def _as_admin(*statements: str) -> None:
     conn = psycopg2.connect(PG_ADMIN_DSN)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cur.execute(f'CREATE DATABASE "{name}"')
+            for statement in statements:
+                cur.execute(statement)
     finally:
         conn.close()
+
+
+def recreate_database(name: str) -> None:
+    assert name.startswith("statsapi_bench_"), name
+    _as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
 
 
 def drop_database(name: str) -> None:
     assert name.startswith("statsapi_bench_"), name
-    conn = psycopg2.connect(PG_ADMIN_DSN)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
+    _as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def delete_redis_keys(prefix: str) -> None:
