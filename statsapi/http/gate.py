@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, request
 
 from ..auth.guard import judge
 from ..auth.revocations import RevocationFeed
@@ -39,6 +39,7 @@ from ..state.admission import AdmissionStore, TokenRef
 from ..state.redis import RedisUnavailable
 from ..state.stats_cache import CachedStats, CacheKey, StatsCache
 from . import limits
+from .current import current_g, current_request
 from .transaction import session
 
 _WINDOW_TEXT = {1: "1 second", 60: "1 minute", 3600: "1 hour", 86400: "1 day"}
@@ -129,21 +130,22 @@ class Gate:
     # -- the gate -------------------------------------------------------------------
     def admit(self) -> Response | None:
         """Run before every view; returns an early answer, raises a problem, or lets it pass."""
-        if request.endpoint is None:
+        req, ctx = current_request(), current_g()
+        if req.endpoint is None:
             return None  # 404/405: routing answers, nothing to count or protect
-        route = g.route = self.policy(request.endpoint, request.method)
+        route = ctx.route = self.policy(req.endpoint, req.method)
         if route.exempt:
             if route.strict:
-                refuse_unaccepted_input(route)
+                refuse_unaccepted_input(route, req)
             return None
-        claims, token_error = self._identify(route)
-        probe = self._probe(route, claims)
+        claims, token_error = self._identify(route, req)
+        probe = self._probe(route, claims, req)
         token = TokenRef(int(claims["sub"]), str(claims["fam"])) if claims is not None else None
-        admission = self.store.admit(self._charges(route, claims), token, probe)
-        g.rate_counts = admission.counts
+        admission = self.store.admit(self._charges(route, claims, req), token, probe)
+        ctx.rate_counts = admission.counts
         self._refuse_if_limited(admission.counts)
         if route.strict:  # after counting: a malformed request spends quota like any other
-            refuse_unaccepted_input(route)
+            refuse_unaccepted_input(route, req)
         if not route.auth:
             return None
         if token_error is not None or claims is None:
@@ -151,28 +153,32 @@ class Gate:
         state = self._token_state(
             claims, admission.user_raw, admission.family_raw, admission.token_state_read
         )
-        principal = g.principal = judge(claims, state, route.roles)
+        principal = ctx.principal = judge(claims, state, route.roles)
         if probe is not None and route.cache is not None and principal.role.value == claims["role"]:
             cached = self.cache.opened(probe, admission.cache_version, admission.cache_entry)
             if cached is not None:
                 return route.cache.respond(cached)
         return None
 
-    def _identify(self, route: RoutePolicy) -> tuple[dict[str, Any] | None, InvalidToken | None]:
+    def _identify(
+        self, route: RoutePolicy, req: Request
+    ) -> tuple[dict[str, Any] | None, InvalidToken | None]:
         """The token's verified claims on routes that take one (else the caller is its IP)."""
         if not route.auth:
             return None, None
         try:
-            return verify(bearer_token(request.headers.get("Authorization")), kind=route.token_kind), None
+            return verify(bearer_token(req.headers.get("Authorization")), kind=route.token_kind), None
         except InvalidToken as error:
             return None, error
 
-    def _charges(self, route: RoutePolicy, claims: Mapping[str, Any] | None) -> list[limits.Charge]:
+    def _charges(
+        self, route: RoutePolicy, claims: Mapping[str, Any] | None, req: Request
+    ) -> list[limits.Charge]:
         if claims is not None and claims["type"] == "access":
             subject = f"user:{claims['sub']}"
             tier = "user" if claims["role"] == Role.USER.value else "elevated"
         else:
-            subject, tier = f"ip:{request.remote_addr or 'unknown'}", "anonymous"
+            subject, tier = f"ip:{req.remote_addr or 'unknown'}", "anonymous"
         charges = self.tiers.charges(tier, subject)
         for quota in route.quotas:
             charges += self.tiers.charges(quota.tier, quota.subject(subject))
@@ -180,11 +186,11 @@ class Gate:
             charges += self.tiers.charges("records", f"records:{subject}", cost=route.cost())
         return charges
 
-    def _probe(self, route: RoutePolicy, claims: Mapping[str, Any] | None) -> CacheKey | None:
+    def _probe(self, route: RoutePolicy, claims: Mapping[str, Any] | None, req: Request) -> CacheKey | None:
         """The cache entry to look up on the way in, or None (the view says what is wrong)."""
         if route.cache is None or claims is None or route.query_schema is None:
             return None
-        memo = (request.endpoint, request.query_string, claims["sub"], claims["role"])
+        memo = (req.endpoint, req.query_string, claims["sub"], claims["role"])
         if memo in self._probes:
             return self._probes[memo]
         key = None
@@ -246,23 +252,23 @@ def exempt(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def refuse_unaccepted_input(route: RoutePolicy) -> None:
+def refuse_unaccepted_input(route: RoutePolicy, req: Request) -> None:
     """What every API operation refuses, whatever its arguments:
 
     * query parameters it does not take (422) and repeated parameters (422: which of two
       currencies did the client mean?);
     * a body on an operation that takes none (422), except an empty one or ``{}``.
     """
-    if not request.query_string and request.method in ("GET", "HEAD"):
+    if not req.query_string and req.method in ("GET", "HEAD"):
         return  # nothing to refuse (the common case, checked without parsing anything)
     errors: dict[str, list[str]] = {}
-    for name in request.args:
+    for name in req.args:
         if "query" not in route.accepts:
             errors[name] = ["Unknown query parameter: this operation takes none."]
-        elif len(request.args.getlist(name)) > 1:
+        elif len(req.args.getlist(name)) > 1:
             errors[name] = ["Given more than once; send each parameter once."]
-    if not route.accepts & {"json", "form"} and request.method in ("POST", "PUT", "PATCH", "DELETE"):
-        body = request.get_data(cache=True).strip()
+    if not route.accepts & {"json", "form"} and req.method in ("POST", "PUT", "PATCH", "DELETE"):
+        body = req.get_data(cache=True).strip()
         if body not in (b"", b"{}"):
             errors["_body"] = ["This operation takes no request body."]
     if errors:

@@ -6,7 +6,11 @@ included) and nginx hides these copies, so each header appears once.
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+import functools
+
+from flask import Flask, Response
+
+from .current import current_request
 
 # The API answers JSON and never needs a browser to run anything. The two documentation
 # pages load everything from this host; what each needs beyond 'self' was found by
@@ -36,23 +40,31 @@ _ALWAYS = {
 def finish(response: Response) -> Response:
     """Security headers on every response; and a 204 or 304 has no body, so no
     Content-Type (Flask would say text/html); the automatic OPTIONS answer is a 204."""
+    req = current_request()
     headers = response.headers
-    path = request.path
     status = response.status_code
-    if request.method == "OPTIONS" and status == 200 and not response.get_data():
+    if req.method == "OPTIONS" and status == 200 and not response.get_data():
         response.status_code = status = 204
     if status in (204, 304):
         headers.pop("Content-Type", None)
-    present = {name.lower() for name, _ in headers.items()}
+    path = req.path
+    defaults = _defaults(_DOCS_CSP.get(path, _API_CSP), req.is_secure, path.startswith("/api/"))
+    present = {name.lower() for name in headers.keys()}  # noqa: SIM118 (Headers iterates pairs)
+    headers.extend([(name, value) for name, value in defaults if name.lower() not in present])
+    return response
+
+
+@functools.cache  # a handful of combinations
+def _defaults(csp: str, secure: bool, api: bool) -> tuple[tuple[str, str], ...]:
+    """The headers a response gets unless its view set them."""
     defaults = list(_ALWAYS.items())
-    defaults.append(("Content-Security-Policy", _DOCS_CSP.get(path, _API_CSP)))
-    if request.is_secure:  # HTTPS as the client saw it (ProxyFix reads X-Forwarded-Proto)
+    defaults.append(("Content-Security-Policy", csp))
+    if secure:  # HTTPS as the client saw it (ProxyFix reads X-Forwarded-Proto)
         defaults.append(("Strict-Transport-Security", "max-age=63072000; includeSubDomains"))
-    if path.startswith("/api/"):
+    if api:
         # Tokens, records and figures are private: never stored by a shared cache.
         defaults.append(("Cache-Control", "no-store"))
-    headers.extend((name, value) for name, value in defaults if name.lower() not in present)
-    return response
+    return tuple(defaults)
 
 
 def init_app(app: Flask) -> None:

@@ -17,12 +17,13 @@ import threading
 import time
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 
 from .. import logs
 from ..metrics import LATENCY, REQUESTS, exposition
 from ..problems import NotFound
 from . import limits
+from .current import current_g, current_request
 from .gate import exempt
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -69,30 +70,34 @@ _instruments = Instruments()
 
 
 def start() -> None:
-    g.started = time.perf_counter()
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    ctx = current_g()
+    ctx.started = time.perf_counter()
+    incoming = current_request().headers.get(REQUEST_ID_HEADER, "")
     # Take nginx's id when it is well-formed; anything else could inject into logs.
-    g.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else _ids.new()
+    ctx.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else _ids.new()
 
 
 def finish(response: Response) -> Response:
-    counts = g.get("rate_counts")
-    if counts:
-        response.headers.extend(limits.headers(counts, status=response.status_code))
-    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
-    duration = time.perf_counter() - g.get("started", time.perf_counter())
-    route = request.url_rule.rule if request.url_rule else "unmatched"
-    _instruments.observe(route, request.method, response.status_code, duration)
-    principal = g.get("principal")
+    req, ctx = current_request(), current_g()
+    status = response.status_code
+    request_id = ctx.get("request_id", "")
+    counts = ctx.get("rate_counts")
+    added = limits.headers(counts, status=status) if counts else {}
+    added[REQUEST_ID_HEADER] = request_id
+    response.headers.extend(added)
+    duration = time.perf_counter() - ctx.get("started", time.perf_counter())
+    route = req.url_rule.rule if req.url_rule else "unmatched"
+    _instruments.observe(route, req.method, status, duration)
+    principal = ctx.get("principal")
     logs.access(
         {
-            "method": request.method,
+            "method": req.method,
             "route": route,
-            "path": request.path,
-            "status": response.status_code,
+            "path": req.path,
+            "status": status,
             "duration_ms": round(duration * 1000, 2),
-            "client_ip": request.remote_addr,
-            "request_id": g.get("request_id"),
+            "client_ip": req.remote_addr,
+            "request_id": request_id,
             "user_id": principal.id if principal is not None else None,
         }
     )

@@ -17,6 +17,7 @@ from flask import Flask, current_app, g
 from sqlalchemy.orm import Session
 
 from ..db import Database
+from .current import current_g
 
 F = Callable[..., Any]
 
@@ -57,7 +58,7 @@ def commits(func: F) -> F:
 
 
 def _close(_exc: BaseException | None) -> None:
-    db_session: Session | None = g.pop("db_session", None)
+    db_session: Session | None = current_g().pop("db_session", None)
     if db_session is not None:
         db_session.close()
 

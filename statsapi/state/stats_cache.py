@@ -129,12 +129,19 @@ class StatsCache:
         self.backend = backend
         self.ttl = ttl
         self.codec = codec
+        self._counters: dict[str, Any] = {}
+
+    def _count(self, result: str) -> None:
+        counter = self._counters.get(result)
+        if counter is None:  # labels() is not free: each child is looked up once
+            counter = self._counters[result] = CACHE_REQUESTS.labels(result=result)
+        counter.inc()
 
     def opened(self, key: CacheKey, version: Any, value: Any) -> CachedStats | None:
         """A probe's answer (the request gate's round trip), counted as a hit when it opens."""
         cached = self.codec.open(key, version, value)
         if cached is not None:
-            CACHE_REQUESTS.labels(result="hit").inc()
+            self._count("hit")
         return cached
 
     def fetch(self, key: CacheKey, compute: Callable[[], dict[str, Any]]) -> CachedStats:
@@ -142,7 +149,7 @@ class StatsCache:
         try:
             lookup = self.backend.lookup(key.scope, key.digest)
         except CacheUnavailable:
-            CACHE_REQUESTS.labels(result="bypass").inc()
+            self._count("bypass")
             body = serialise(compute())
             return CachedStats(body=body, etag=content_etag(body), hit=False)
         cached = self.codec.open(key, lookup.version, lookup.value)
@@ -152,7 +159,7 @@ class StatsCache:
             )
             cached = self.codec.open(key, lookup.version, waited)
         if cached is not None:
-            CACHE_REQUESTS.labels(result="hit").inc()
+            self._count("hit")
             return cached
         try:
             body = serialise(compute())
@@ -162,7 +169,7 @@ class StatsCache:
             raise
         sealed = self.codec.seal(key, lookup.version, body)
         self._quietly(lambda: self.backend.store(key.scope, lookup, key.digest, sealed, self.ttl))
-        CACHE_REQUESTS.labels(result="miss").inc()
+        self._count("miss")
         return CachedStats(body=body, etag=content_etag(body), hit=False)
 
     @staticmethod
