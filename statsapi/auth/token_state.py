@@ -43,6 +43,7 @@ from ..models import TokenFamily, User
 from ..state.redis import RedisConnection, RedisUnavailable, Replayer
 
 TTL = 30
+_VERIFIED_MEMO = 4096  # verified (user, family) value pairs kept per process
 REVOKED = "revoked"
 LIVE = "live"
 
@@ -70,11 +71,17 @@ class StateCodec:
 
     def __init__(self, key: bytes) -> None:
         self._base = self._key = key
+        # Values that verified, with what they say: a busy token's two values are the same
+        # bytes on every request until they are refilled, so their MACs are checked once.
+        self._verified: dict[tuple[Any, ...], tuple[AuthState, int]] = {}
+        self._verified_lock = threading.Lock()
 
     def bind(self, identity: str) -> None:
         """MACs under this database's identity: another deployment's values never verify,
         even under a shared ``REDIS_KEY_PREFIX`` and signing key (``state.redis.KeySpace``)."""
         self._key = hmac.new(self._base, identity.encode(), hashlib.sha256).digest()
+        with self._verified_lock:
+            self._verified.clear()
 
     def _mac(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()[:32]
@@ -89,10 +96,29 @@ class StateCodec:
 
     def decode(self, user_id: int, family_id: str, user_raw: Any, family_raw: Any) -> AuthState | None:
         """The cached state, or None for a miss (absent, malformed, stale or not ours)."""
+        if not isinstance(user_raw, bytes) or not isinstance(family_raw, bytes):
+            return None
+        memo = (user_id, family_id, user_raw, family_raw)
+        known = self._verified.get(memo)
+        if known is None:
+            state, issued = self._verify(user_id, family_id, user_raw, family_raw)
+            if state is None:
+                return None
+            known = (state, issued)
+            with self._verified_lock:  # these exact values verified: only their age can change
+                self._verified[memo] = known
+                if len(self._verified) > _VERIFIED_MEMO:  # bounded: drop the oldest
+                    del self._verified[next(iter(self._verified))]
+        return known[0] if known[1] >= time.time() - TTL else None
+
+    def _verify(
+        self, user_id: int, family_id: str, user_raw: Any, family_raw: Any
+    ) -> tuple[AuthState | None, int]:
+        """The state two values carry if both MACs verify, with the older one's issue time."""
         try:
             user_text, family_text = user_raw.decode(), family_raw.decode()
         except (AttributeError, UnicodeDecodeError):
-            return None
+            return None, 0
         fields, _, mac = user_text.rpartition("|")
         family_fields, _, family_mac = family_text.rpartition("|")
         if not (
@@ -101,16 +127,14 @@ class StateCodec:
             and hmac.compare_digest(mac, self._mac(f"user:{user_id}|{fields}"))
             and hmac.compare_digest(family_mac, self._mac(f"family:{family_id}|{family_fields}"))
         ):
-            return None
+            return None, 0
         try:  # verified, so ours; but maybe another version's layout (rolling deploy)
             role, active, generation, issued = fields.split("|")
             state, family_issued = family_fields.split("|")
-            oldest = time.time() - TTL
-            if int(issued) < oldest or int(family_issued) < oldest:
-                return None
-            return AuthState(user_id, role, active == "1", int(generation), state == LIVE)
+            oldest = min(int(issued), int(family_issued))
+            return AuthState(user_id, role, active == "1", int(generation), state == LIVE), oldest
         except ValueError:
-            return None
+            return None, 0
 
 
 # Write a user's state unless Redis already holds a newer generation: every change that

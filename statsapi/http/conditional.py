@@ -66,10 +66,10 @@ def require_if_match(current: str, *, required: bool = True) -> None:
 
 
 def not_modified(current: str) -> bool:
+    if not _conditional_header("If-None-Match"):
+        return False  # the common case: nothing to parse
     if_none_match = request.if_none_match
-    return bool(_conditional_header("If-None-Match")) and (
-        if_none_match.star_tag or if_none_match.contains_weak(_unquote(current))
-    )
+    return if_none_match.star_tag or if_none_match.contains_weak(_unquote(current))
 
 
 def documents_if_match(*, required: bool) -> Callable[[F], F]:
