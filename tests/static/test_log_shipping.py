@@ -1,0 +1,163 @@
+"""Logs leave the box (issue 11): compose's observability profile ships the API's and
+nginx's JSON lines with Fluent Bit into Loki, and Grafana shows one request's lines.
+
+These read the committed files and hold them to each other: what compose mounts and
+labels, what Fluent Bit reads, selects and labels, where Loki listens and keeps its data,
+what Grafana queries. Fluent Bit's and Loki's own validators cannot run here (see
+tests/logship.py); tests/e2e/test_log_shipping.py feeds real lines through the config.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from tests.e2e.stack import ROOT
+from tests.logship import (
+    COMPOSE_SERVICE_LABEL,
+    DASHBOARD,
+    DATASOURCES,
+    LOKI_CONFIG,
+    accessor_path,
+    fluent_bit,
+    grep_rule,
+    load_yaml,
+    one,
+    output_labels,
+)
+
+pytestmark = pytest.mark.static
+
+# Every distinct label set is a Loki stream: only names with a handful of values.
+LOW_CARDINALITY = {"job", "service", "stream", "level"}
+PER_REQUEST = {"request_id", "user_id", "path", "route", "remote_addr", "user_agent", "message"}
+SHIPPED = {"api", "nginx"}
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    return dict(load_yaml(ROOT / "compose.yaml")["services"])
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """target -> "source[:mode]" of a service's short-syntax volumes."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target, *mode = volume.split(":")
+        found[target] = ":".join([source, *mode])
+    return found
+
+
+def under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def test_shipper_and_store_run_only_in_the_profile_pinned_hardened_unpublished(
+    services: dict[str, Any],
+) -> None:
+    for name in ("loki", "fluent-bit"):
+        service = services[name]
+        assert service["profiles"] == ["observability"], name
+        assert re.fullmatch(r"[a-z0-9./-]+:\d+\.\d+\.\d+", service["image"]), f"{name}: pin an exact version"
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert "ports" not in service, f"{name} must not be published"
+        binds = [spec for spec in mounts(service).values() if spec.startswith(("./", "/"))]
+        assert binds and all(spec.endswith(":ro") for spec in binds), f"{name}: bind mounts read-only"
+    assert {"prometheus", "loki"} <= set(services["grafana"]["depends_on"])
+
+
+def test_only_api_and_nginx_lines_carry_the_attribute_the_shipper_selects(services: dict[str, Any]) -> None:
+    accessor, pattern = grep_rule(fluent_bit())
+    assert accessor_path(accessor) == ["attrs", COMPOSE_SERVICE_LABEL]
+    labelled = set()
+    for name, service in services.items():
+        logging = service.get("logging")
+        if logging and COMPOSE_SERVICE_LABEL in logging["options"].get("labels", ""):
+            assert logging["driver"] == "json-file", name  # the files Fluent Bit tails
+            assert logging["options"]["max-size"] and logging["options"]["max-file"], f"{name}: rotate"
+            labelled.add(name)
+    assert labelled == SHIPPED
+    assert {name for name in services if pattern.search(name)} == SHIPPED
+
+
+def test_shipper_tails_the_mounted_docker_logs_and_writes_only_to_its_volume(
+    services: dict[str, Any],
+) -> None:
+    config, service = fluent_bit(), services["fluent-bit"]
+    volumes = mounts(service)
+    tail = one(config["pipeline"]["inputs"], "tail")
+    logs_dir = next(target for target in volumes if under(tail["path"], target))
+    assert volumes[logs_dir] == f"{logs_dir}:ro"
+    state = next(target for target, spec in volumes.items() if not spec.startswith(("./", "/")))
+    assert under(tail["db"], state) and under(config["service"]["storage.path"], state)
+    assert volumes[service["command"][1]] == "./observability/fluent-bit.yaml:ro"
+    assert str(tail["read_from_head"]).lower() == "false"  # a restart does not replay the host
+
+
+def test_shipper_parses_docker_lines_then_the_printed_json() -> None:
+    config = fluent_bit()
+    parsers = {parser["name"]: parser for parser in config["parsers"]}
+    tail = one(config["pipeline"]["inputs"], "tail")
+    filter_ = one(config["pipeline"]["filters"], "parser")
+    assert parsers[tail["parser"]]["format"] == "json" and parsers[tail["parser"]]["time_key"] == "time"
+    assert parsers[filter_["parser"]]["format"] == "json"
+    assert filter_["key_name"] == "log"  # where json-file puts the printed line
+    assert str(filter_["reserve_data"]).lower() == "on"  # keep stream and attrs for the labels
+
+
+def test_shipper_pushes_to_the_loki_service_grafana_reads() -> None:
+    output = one(fluent_bit()["pipeline"]["outputs"], "loki")
+    port = load_yaml(LOKI_CONFIG)["server"]["http_listen_port"]
+    assert (output["host"], output["port"]) == ("loki", port)
+    datasource = load_yaml(DATASOURCES / "loki.yaml")["datasources"][0]
+    assert (datasource["type"], datasource["url"]) == ("loki", f"http://loki:{port}")
+    assert datasource["uid"] == "statsapi-loki"
+
+
+def test_labels_stay_low_cardinality_and_request_id_stays_a_field() -> None:
+    output = one(fluent_bit()["pipeline"]["outputs"], "loki")
+    labels = output_labels(output)
+    assert set(labels) == LOW_CARDINALITY
+    read = {accessor_path(value)[0] for value in labels.values() if value.startswith("$")}
+    assert not read & PER_REQUEST and "label_keys" not in output and "structured_metadata" not in output
+    assert output["line_format"] == "json" and str(output["drop_single_key"]).lower() == "on"
+    assert {key.strip() for key in output["remove_keys"].split(",")} == {"attrs", "stream"}
+    limits = load_yaml(LOKI_CONFIG)["limits_config"]
+    assert len(labels) <= limits["max_label_names_per_series"] <= 10
+
+
+def test_loki_keeps_its_data_on_its_volume_as_long_as_prometheus(services: dict[str, Any]) -> None:
+    config = load_yaml(LOKI_CONFIG)
+    volumes = mounts(services["loki"])
+    data = next(target for target, spec in volumes.items() if not spec.startswith(("./", "/")))
+    paths = [config["common"]["path_prefix"], config["compactor"]["working_directory"]]
+    paths += config["common"]["storage"]["filesystem"].values()
+    assert all(under(path, data) for path in paths), paths
+    assert volumes[services["loki"]["command"][0].split("=", 1)[1]] == "./observability/loki.yaml:ro"
+    assert config["compactor"]["retention_enabled"] is True
+    kept = next(
+        a for a in services["prometheus"]["command"] if a.startswith("--storage.tsdb.retention.time=")
+    )
+    assert config["limits_config"]["retention_period"] == kept.split("=", 1)[1]
+    assert config["schema_config"]["configs"][-1]["store"] == "tsdb"
+
+
+def test_dashboard_shows_the_lines_of_the_request_id_in_its_textbox() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["request_id"]["type"] == "textbox"
+    logs = [panel for panel in dashboard["panels"] if panel["type"] == "logs"]
+    assert len(logs) == 1 and logs[0]["datasource"] == {"type": "loki", "uid": "statsapi-loki"}
+    (target,) = logs[0]["targets"]
+    selector, stages = target["expr"].split("}", 1)
+    pipeline = [stage.strip() for stage in stages.split(" | ")]
+    matchers = dict(re.findall(r'(\w+)=~?"([^"]*)"', selector))
+    labels = output_labels(one(fluent_bit()["pipeline"]["outputs"], "loki"))
+    assert matchers["job"] == labels["job"] and set(matchers) <= set(labels)
+    assert set(matchers["service"].split("|")) == SHIPPED
+    assert "json" in pipeline  # request_id is read from the line, not from a label
+    assert "request_id=`$request_id`" in pipeline
