@@ -28,6 +28,7 @@ from tests.logship import (
     one,
     output_labels,
 )
+from tests.static.test_static_checks import assert_clean, run, tool
 
 pytestmark = pytest.mark.static
 
@@ -161,3 +162,20 @@ def test_dashboard_shows_the_lines_of_the_request_id_in_its_textbox() -> None:
     assert set(matchers["service"].split("|")) == SHIPPED
     assert "json" in pipeline  # request_id is read from the line, not from a label
     assert "request_id=`$request_id`" in pipeline
+
+
+def test_the_tools_own_validators_run_where_docker_is_and_read_composes_pins() -> None:
+    """fluent-bit --dry-run, loki -verify-config and a real run of both: no Docker engine
+    here, so the observability workflow runs the script; here it is linted, and it must
+    take the images compose.yaml pins rather than versions of its own."""
+    script = ROOT / "scripts" / "check-log-shipping.sh"
+    text = script.read_text()
+    assert "--dry-run" in text and "-verify-config" in text and "query_range" in text
+    assert not re.search(r"(fluent-bit|loki):\d", text), "take the image tags from compose.yaml"
+    assert_clean(run(tool("shellcheck"), str(script)))
+    workflow = load_yaml(ROOT / ".github" / "workflows" / "observability.yml")
+    (job,) = workflow["jobs"].values()
+    assert [step.get("run") for step in job["steps"]][-1] == "scripts/check-log-shipping.sh"
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
+    watched = set(triggers["pull_request"]["paths"])
+    assert {"compose.yaml", "observability/**", "scripts/check-log-shipping.sh"} <= watched
