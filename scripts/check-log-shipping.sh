@@ -59,7 +59,7 @@ mkdir -p "$WORK/containers/$CONTAINER"
 chmod 755 "$WORK" "$WORK/containers" "$WORK/containers/$CONTAINER"
 LOG_FILE="$WORK/containers/$CONTAINER/$CONTAINER-json.log"
 : >"$LOG_FILE"
-"$DOCKER" run -d --name "$RUN-fluent-bit" --network "$RUN" "${HARDENED[@]}" \
+"$DOCKER" run -d --name "$RUN-fluent-bit" --network "$RUN" --user 0:0 "${HARDENED[@]}" \
   -v "$WORK/containers:/var/lib/docker/containers:ro" -v "$RUN-state:/fluent-bit/state" "${FB_CONFIG[@]}" \
   "$FLUENT_BIT" -c /fluent-bit/etc/statsapi.yaml >/dev/null
 sleep 5
