@@ -4,10 +4,10 @@ steps of it that decide what reaches Loki, applied to log lines in Python.
 No Fluent Bit, Loki or Grafana binary can be installed on this machine (none is packaged
 for Debian 12 or on PyPI, none was found on npm), so the tests read the config the way
 the tool reads these parts of it: the grep filter's record accessor and regex, the JSON
-parser filter, the output's labels, remove_keys and drop_single_key. What this checks is the contract between
-our log lines and our config (the keys it reads exist, request_id ends up a field of the
-line and never a label); it is not Fluent Bit's own validation. docs/observability.md
-says what only a run of the real images proves.
+parser filter, the output's labels, remove_keys and drop_single_key. What this checks
+is the contract between our log lines and our config (the keys it reads exist,
+request_id ends up a field of the line and never a label); it is not Fluent Bit's own
+validation: scripts/check-log-shipping.sh runs that where a Docker engine is.
 """
 
 from __future__ import annotations
