@@ -106,7 +106,8 @@ assert set(lines) == {"api", "nginx"}, lines
 assert all(line["request_id"] == request_id for batch in lines.values() for line in batch), lines
 assert lines["api"][0]["route"] == "/api/stats" and lines["nginx"][0]["path"] == "/api/stats", lines
 # Labels stay few; request_id is a field of the line (Loki 3 adds service_name itself).
-assert set(labels["data"]) <= {"job", "service", "stream", "level", "service_name"}, labels
+assert "request_id" not in labels["data"], labels
+assert set(labels["data"]) <= {"job", "service", "stream", "level", "service_name", "detected_level"}, labels
 assert set(services["data"]) == {"api", "nginx"}, services
 print(f"Loki answered the dashboard's query for {request_id} from api and nginx; labels {sorted(labels['data'])}")
 EOF
