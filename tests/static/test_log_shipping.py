@@ -32,6 +32,8 @@ from tests.logship import (
 )
 from tests.static.test_static_checks import assert_clean, run, tool
 
+LOGQL_PARSE = ROOT / "tests" / "static" / "logql_parse.cjs"
+
 pytestmark = pytest.mark.static
 
 # Every distinct label set is a Loki stream: only names with a handful of values.
@@ -181,3 +183,29 @@ def test_the_tools_own_validators_run_where_docker_is_and_read_composes_pins() -
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
     watched = set(triggers["pull_request"]["paths"])
     assert {"compose.yaml", "observability/**", "scripts/check-log-shipping.sh"} <= watched
+
+
+def parse_logql(*queries: str) -> list[dict[str, Any]]:
+    """Each query through Grafana's LogQL grammar (@grafana/lezer-logql, package.json)."""
+    if not (ROOT / "node_modules" / "@grafana" / "lezer-logql").is_dir():
+        pytest.fail("@grafana/lezer-logql is not installed: run scripts/bootstrap.sh", pytrace=False)
+    done = run(tool("node"), str(LOGQL_PARSE), *queries)
+    assert_clean(done)
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_logql_of_the_dashboard_and_the_docs_parses_with_grafanas_grammar() -> None:
+    panel = next(p for p in json.loads(DASHBOARD.read_text())["panels"] if p["type"] == "logs")
+    request_id = "3f2c9a7e0b1d4c5e8f6a7b8c9d0e1f2a"  # what Grafana sends once the box is filled
+    queries = [panel["targets"][0]["expr"].replace("$request_id", request_id)]
+    docs = (ROOT / "docs" / "observability.md").read_text()
+    for block in re.findall(r"```logql\n(.*?)```", docs, flags=re.S):
+        queries += [line.replace("<request id>", request_id) for line in block.splitlines() if line]
+    assert len(queries) >= 4
+    parsed = parse_logql(*queries)
+    assert [(p["query"], p["errors"]) for p in parsed] == [(q, []) for q in queries]
+    dashboard = parsed[0]["nodes"]
+    assert "Json" in dashboard and "LabelFilter" in dashboard and "LineFilter" in dashboard
+    # The grammar really refuses: a broken stream selector and an unknown parser stage.
+    broken = parse_logql('{job="statsapi" | json', '{job="statsapi"} | jsn')
+    assert all(p["errors"] for p in broken)
