@@ -88,3 +88,30 @@ own (the API the app role's, the Job the owner's), so neither ever sees both.
       key: {{ $app.keys.jwtPreviousSecretKeys }}
       optional: true
 {{- end -}}
+
+{{/*
+The egress half of a NetworkPolicy (empty unless networkPolicy.egress.enabled): DNS, then
+the operator's rules for PostgreSQL and Redis. Shared by the API's and the Job's policies.
+*/}}
+{{- define "statsapi.egress" -}}
+{{- $egress := .Values.networkPolicy.egress -}}
+{{- if $egress.enabled -}}
+egress:
+  # Name resolution (the database and Redis are usually reached by name).
+  - to:
+      - namespaceSelector:
+          matchLabels:
+            kubernetes.io/metadata.name: kube-system
+        podSelector:
+          matchLabels:
+            k8s-app: kube-dns
+    ports:
+      - port: 53
+        protocol: UDP
+      - port: 53
+        protocol: TCP
+  {{- with $egress.rules }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}
+{{- end -}}
