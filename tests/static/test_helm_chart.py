@@ -49,7 +49,9 @@ FULL_VALUES: dict[str, Any] = {
     "networkPolicy": {
         "egress": {
             "enabled": True,
-            "rules": [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 5432, "protocol": "TCP"}]}],
+            "rules": [
+                {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 5432, "protocol": "TCP"}]}
+            ],
         }
     },
 }
@@ -61,7 +63,9 @@ Manifests = dict[tuple[str, str], dict[str, Any]]
 
 def render(values: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
     """`helm template`: each template file's resources (NOTES.txt and empty files left out)."""
-    rendered = helm_chart.Chart.load(CHART).render(values, name="statsapi", namespace=NAMESPACE, is_install=True)
+    rendered = helm_chart.Chart.load(CHART).render(
+        values, name="statsapi", namespace=NAMESPACE, is_install=True
+    )
     out: dict[str, list[dict[str, Any]]] = {}
     for path, text in rendered.items():
         if path.endswith(".yaml"):
@@ -95,7 +99,9 @@ def full() -> Manifests:
 
 
 @pytest.fixture(scope="module")
-def rendered_dirs(tmp_path_factory: pytest.TempPathFactory, default: Manifests, full: Manifests) -> list[Path]:
+def rendered_dirs(
+    tmp_path_factory: pytest.TempPathFactory, default: Manifests, full: Manifests
+) -> list[Path]:
     base = tmp_path_factory.mktemp("helm")
     write(default, base / "default")
     write(full, base / "full")
@@ -165,8 +171,12 @@ def test_the_chart_refuses_unsafe_values(values: dict[str, Any], message: str) -
 
 # ---- Kubernetes schemas -------------------------------------------------------------------------
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
-def test_every_manifest_is_valid_against_the_kubernetes_schemas(version: str, rendered_dirs: list[Path]) -> None:
-    paths = sorted(p for d in rendered_dirs for p in d.glob("*.yaml") if p.name.split("-")[0] not in CUSTOM_KINDS)
+def test_every_manifest_is_valid_against_the_kubernetes_schemas(
+    version: str, rendered_dirs: list[Path]
+) -> None:
+    paths = sorted(
+        p for d in rendered_dirs for p in d.glob("*.yaml") if p.name.split("-")[0] not in CUSTOM_KINDS
+    )
     done = run(tool("kubernetes-validate"), "--strict", "--kubernetes-version", version, *map(str, paths))
     assert_clean(done)
     passed = re.findall(r"^INFO (\S+) passed for resource", done.stdout, flags=re.M)
@@ -191,11 +201,15 @@ def test_the_service_monitor_has_the_operator_shape(full: Manifests) -> None:
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["selector"]["matchLabels"] == full[("Service", "statsapi")]["spec"]["selector"]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
 
 
 # ---- scanners ---------------------------------------------------------------------------------------
-def test_trivy_finds_no_misconfiguration_in_the_rendered_chart(tmp_path: Path, rendered_dirs: list[Path]) -> None:
+def test_trivy_finds_no_misconfiguration_in_the_rendered_chart(
+    tmp_path: Path, rendered_dirs: list[Path]
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     # KSV-0125 allows images from the big clouds' registries only; ours is GHCR.
@@ -240,10 +254,220 @@ def test_checkov_fails_no_check_beyond_the_committed_skips(which: str, rendered_
     skips = checkov_skips()
     assert len(skips) <= 3
     directory = next(d for d in rendered_dirs if d.name == which)
-    done = run(checkov_binary(), "--config-file", str(ROOT / ".checkov.yaml"), "-d", str(directory), "-o", "json")
+    done = run(
+        checkov_binary(), "--config-file", str(ROOT / ".checkov.yaml"), "-d", str(directory), "-o", "json"
+    )
     report = json.loads(done.stdout)
     failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]
     assert failed == [], json.dumps(report["results"]["failed_checks"], indent=1)[:4000]
     assert report["summary"]["parsing_errors"] == 0
     assert report["summary"]["passed"] > 150  # it really ran its Kubernetes checks
     assert done.returncode == 0, done.stderr
+
+
+# ---- what the chart promises ------------------------------------------------------------------------
+def test_rollouts_keep_capacity_and_pods_drain_before_gunicorn_is_killed(
+    tmp_path: Path, default: Manifests
+) -> None:
+    deployment = default[("Deployment", "statsapi")]
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    assert "replicas" not in deployment["spec"]  # the HPA owns the count; an upgrade must not reset it
+    pod = deployment["spec"]["template"]["spec"]
+    gunicorn = gunicorn_settings(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    pause = container(deployment)["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pause > 0
+    assert pod["terminationGracePeriodSeconds"] > pause + gunicorn["graceful_timeout"]
+    assert [f"0.0.0.0:{p['containerPort']}" for p in container(deployment)["ports"]] == gunicorn["bind"]
+
+
+def test_probes_use_the_apps_health_and_readiness_routes(default: Manifests, app: Flask) -> None:
+    api = container(default[("Deployment", "statsapi")])
+    assert api["startupProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert api["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert api["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    # A slow start gets a minute before liveness may restart it.
+    startup = api["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
+    routes = {rule.rule for rule in app.url_map.iter_rules()}
+    assert {"/health", "/ready"} <= routes
+
+
+@pytest.mark.parametrize(("kind", "name"), [("Deployment", "statsapi"), ("Job", "statsapi-migrate")])
+def test_pods_are_locked_down(kind: str, name: str, default: Manifests) -> None:
+    doc = default[(kind, name)]
+    pod = doc["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container(doc)["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False and security["privileged"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    resources = container(doc)["resources"]
+    assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}
+    # Only memory-backed scratch space is writable.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert all(v["emptyDir"]["medium"] == "Memory" and v["emptyDir"]["sizeLimit"] for v in volumes.values())
+    mounts = {m["mountPath"] for m in container(doc)["volumeMounts"]}
+    assert "/tmp" in mounts
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "USER 10001:10001" in dockerfile  # the uid the pods run as is the image's
+
+
+def test_metrics_samples_go_to_their_own_writable_scratch_volume(default: Manifests) -> None:
+    api = container(default[("Deployment", "statsapi")])
+    directory = env_of(default[("Deployment", "statsapi")])["PROMETHEUS_MULTIPROC_DIR"]["value"]
+    assert directory in {m["mountPath"] for m in api["volumeMounts"]}
+    assert directory != "/tmp"
+    for account in ("statsapi", "statsapi-migrate"):
+        assert default[("ServiceAccount", account)]["automountServiceAccountToken"] is False
+
+
+def test_the_api_holds_only_the_app_role_and_the_job_only_the_owner(default: Manifests) -> None:
+    values = load_yaml(CHART / "values.yaml")
+    app_secret, owner_secret = values["secrets"]["app"]["name"], values["secrets"]["owner"]["name"]
+    api, job = env_of(default[("Deployment", "statsapi")]), env_of(default[("Job", "statsapi-migrate")])
+    assert secret_ref(api["DATABASE_URL"]) == (app_secret, "DATABASE_URL")
+    assert secret_ref(job["DATABASE_URL"]) == (owner_secret, "DATABASE_URL")
+    api_secrets = {secret_ref(item)[0] for item in api.values() if "valueFrom" in item}
+    assert api_secrets == {app_secret}  # the API pods never reference the owner's Secret
+    assert {secret_ref(job[n]) for n in ("DATABASE_APP_PASSWORD", "BOOTSTRAP_ADMIN_PASSWORD")} == {
+        (owner_secret, "DATABASE_APP_PASSWORD"),
+        (owner_secret, "BOOTSTRAP_ADMIN_PASSWORD"),
+    }
+    # Secrets only ever come from Secrets: no literal value of a secret in any manifest.
+    for env in (api, job):
+        for name in ("REDIS_URL", "JWT_SECRET_KEY", "JWT_PREVIOUS_SECRET_KEYS", "DATABASE_URL"):
+            assert "value" not in env[name] and "valueFrom" in env[name]
+    assert api["JWT_PREVIOUS_SECRET_KEYS"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert job["DATABASE_APP_ROLE"]["value"] == "statsapi_app"
+
+
+def test_the_migration_job_is_composes_migrate_step_as_a_helm_hook(default: Manifests) -> None:
+    compose = load_yaml(ROOT / "compose.yaml")
+    migrate = compose["services"]["migrate"]
+    job = default[("Job", "statsapi-migrate")]
+    assert container(job)["command"] == migrate["command"]
+    # Every variable compose gives the migrate step beyond the API's own, plus what
+    # production settings require (Redis, signing key).
+    extra = set(migrate["environment"]) - set(compose["x-api-environment"])
+    assert extra | {"REDIS_URL", "JWT_SECRET_KEY", "STATSAPI_ENV"} <= set(env_of(job))
+    hooks = {
+        (kind, name): doc["metadata"]["annotations"]
+        for (kind, name), doc in default.items()
+        if "helm.sh/hook" in doc["metadata"].get("annotations", {})
+    }
+    assert set(hooks) == {
+        ("Job", "statsapi-migrate"),
+        ("ServiceAccount", "statsapi-migrate"),
+        ("NetworkPolicy", "statsapi-migrate"),
+    }
+    assert {a["helm.sh/hook"] for a in hooks.values()} == {"pre-install,pre-upgrade"}
+    # What the Job uses exists before it: lower hook weights, and no non-hook ConfigMap.
+    job_weight = int(hooks[("Job", "statsapi-migrate")]["helm.sh/hook-weight"])
+    assert all(int(a["helm.sh/hook-weight"]) < job_weight for key, a in hooks.items() if key[0] != "Job")
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "statsapi-migrate"
+    assert "envFrom" not in container(job)
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["spec"]["activeDeadlineSeconds"] > 0
+
+
+def production_environment(doc: dict[str, Any]) -> dict[str, str]:
+    """A workload's environment with plausible values in place of its Secret references."""
+    stand_ins = {
+        "DATABASE_URL": "postgresql://statsapi_app:pw@db.internal:5432/statsapi",
+        "REDIS_URL": "redis://:pw@redis.internal:6379/0",
+        "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+        "DATABASE_APP_PASSWORD": secrets.token_hex(24),
+        "BOOTSTRAP_ADMIN_PASSWORD": secrets.token_hex(24),
+    }
+    env: dict[str, str] = {}
+    for name, item in env_of(doc).items():
+        if "value" in item:
+            env[name] = item["value"]
+        elif name in stand_ins:
+            env[name] = stand_ins[name]
+    return env
+
+
+@pytest.mark.parametrize(("kind", "name"), [("Deployment", "statsapi"), ("Job", "statsapi-migrate")])
+def test_the_rendered_environment_is_one_production_settings_accept(
+    kind: str, name: str, default: Manifests
+) -> None:
+    env = production_environment(default[(kind, name)])
+    settings = Settings.from_env(env)
+    assert settings.is_production and settings.trusted_proxy_hops == 1
+    assert settings.ratelimit_enabled
+    # Every setting the chart passes is one the app reads (.env.example lists them all).
+    assert set(env) - env_example_names() == set()
+    with pytest.raises(ConfigError, match="JWT_SECRET_KEY"):
+        Settings.from_env({**env, "JWT_SECRET_KEY": "changeme"})
+
+
+def test_the_autoscaler_and_the_disruption_budget_target_the_api(default: Manifests) -> None:
+    deployment = default[("Deployment", "statsapi")]
+    hpa = default[("HorizontalPodAutoscaler", "statsapi")]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "statsapi",
+    }
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    assert "cpu" in container(deployment)["resources"]["requests"]  # utilisation is measured against it
+    pdb = default[("PodDisruptionBudget", "statsapi")]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for selector in (pdb["spec"]["selector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"]):
+        assert selector.items() <= labels.items()
+    assert (
+        default[("Service", "statsapi")]["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    )
+
+
+def test_only_the_ingress_controller_and_prometheus_may_connect(default: Manifests) -> None:
+    values = load_yaml(CHART / "values.yaml")["networkPolicy"]
+    policy = default[("NetworkPolicy", "statsapi")]["spec"]
+    deployment = default[("Deployment", "statsapi")]
+    assert policy["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress"]
+    peers = [rule["from"] for rule in policy["ingress"]]
+    # One peer each, namespace AND pod selector in the same element (an AND, not an OR).
+    assert peers == [
+        [{"namespaceSelector": values[who]["namespaceSelector"], "podSelector": values[who]["podSelector"]}]
+        for who in ("ingressController", "monitoring")
+    ]
+    assert all(rule["ports"] == [{"port": "http", "protocol": "TCP"}] for rule in policy["ingress"])
+    migrate = default[("NetworkPolicy", "statsapi-migrate")]["spec"]
+    assert migrate["ingress"] == [] and migrate["policyTypes"] == ["Ingress"]
+
+
+def test_egress_when_enabled_allows_dns_and_the_named_rules_only(full: Manifests) -> None:
+    for name in ("statsapi", "statsapi-migrate"):
+        policy = full[("NetworkPolicy", name)]["spec"]
+        assert policy["policyTypes"][-1] == "Egress"
+        dns, *rest = policy["egress"]
+        assert {p["port"] for p in dns["ports"]} == {53}
+        assert rest == FULL_VALUES["networkPolicy"]["egress"]["rules"]
+
+
+def test_the_ingress_routes_real_public_paths_and_never_metrics(full: Manifests, app: Flask) -> None:
+    ingress = full[("Ingress", "statsapi")]
+    assert ingress["spec"]["tls"] == [{"hosts": ["statsapi.example.com"], "secretName": "statsapi-tls"}]
+    paths = ingress["spec"]["rules"][0]["http"]["paths"]
+    routes = [rule.rule for rule in app.url_map.iter_rules() if rule.rule != "/metrics"]
+    for entry in paths:
+        path = entry["path"]
+        assert not path.startswith("/metrics") and path != "/"
+        assert entry["backend"]["service"] == {"name": "statsapi", "port": {"name": "http"}}
+        if entry["pathType"] == "Exact":
+            assert path in routes, path
+        else:
+            assert any(r == path or r.startswith(path + "/") for r in routes), path
+    # The API's routes are covered, and the digest pins the image.
+    assert any(e["path"] == "/api" and e["pathType"] == "Prefix" for e in paths)
+    assert container(full[("Deployment", "statsapi")])["image"] == f"ghcr.io/statsapi/statsapi@{DIGEST}"
