@@ -471,3 +471,41 @@ def test_the_ingress_routes_real_public_paths_and_never_metrics(full: Manifests,
     # The API's routes are covered, and the digest pins the image.
     assert any(e["path"] == "/api" and e["pathType"] == "Prefix" for e in paths)
     assert container(full[("Deployment", "statsapi")])["image"] == f"ghcr.io/statsapi/statsapi@{DIGEST}"
+
+
+def leaf_values(values: dict[str, Any], prefix: str = "") -> set[str]:
+    """Dotted paths of values.yaml's settings (a map of free-form keys counts as one)."""
+    paths = set()
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if (
+            isinstance(value, dict)
+            and value
+            and key not in {"config", "resources", "namespaceSelector", "podSelector"}
+        ):
+            paths |= leaf_values(value, f"{path}.")
+        else:
+            paths.add(path)
+    return paths
+
+
+def test_the_readme_documents_every_value() -> None:
+    readme = (ROOT / "deploy" / "helm" / "README.md").read_text()
+    documented = set()
+    for cell in re.findall(r"^\| ((?:`[^`]+`(?:, )?)+) \|", readme, flags=re.M):
+        documented |= {name.removesuffix(".*") for name in re.findall(r"`([^`]+)`", cell)}
+    missing = {
+        path
+        for path in leaf_values(load_yaml(CHART / "values.yaml"))
+        if path not in documented and not any(path.startswith(f"{d}.") for d in documented)
+    }
+    assert missing == set()
+    # and every documented value exists in the chart's schema
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for name in documented:
+        node = schema
+        for part in name.split("."):
+            assert part in node.get("properties", {}), (
+                f"README documents {name!r}, which the chart does not have"
+            )
+            node = node["properties"][part]
