@@ -32,7 +32,7 @@ from kubernetes_validate.utils import latest_version
 from statsapi.config import ConfigError, Settings
 from tests.e2e.stack import ROOT
 from tests.static.test_deploy_files import env_example_names, gunicorn_settings, load_yaml
-from tests.static.test_static_checks import assert_clean, run, tool
+from tests.static.test_static_checks import assert_clean, run, tool, trivy_config
 
 pytestmark = pytest.mark.static
 
@@ -210,24 +210,12 @@ def test_the_service_monitor_has_the_operator_shape(full: Manifests) -> None:
 def test_trivy_finds_no_misconfiguration_in_the_rendered_chart(
     tmp_path: Path, rendered_dirs: list[Path]
 ) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    # KSV-0125 allows images from the big clouds' registries only; ours is GHCR.
-    (data / "registries.yaml").write_text("ksv0125:\n  trusted_registries: [ghcr.io]\n")
-    for directory in rendered_dirs:
-        done = run(
-            tool("trivy"), "config",
-            "--skip-check-update", "--skip-version-check", "--quiet",
-            "--config-data", str(data),
-            "--cache-dir", str(tmp_path / "cache"),
-            "--ignorefile", str(ROOT / ".trivyignore.yaml"),
-            "--severity", "UNKNOWN,LOW,MEDIUM,HIGH,CRITICAL",
-            "--exit-code", "1",
-            str(directory),
-        )  # fmt: skip
-        assert_clean(done)
-        for path in directory.glob("*.yaml"):
-            assert re.search(rf"{re.escape(path.name)}\s+│\s+kubernetes\s+│\s+0\s", done.stdout), done.stdout
+    base = rendered_dirs[0].parent  # both value sets in one scan
+    done = trivy_config(base, tmp_path)
+    assert_clean(done)
+    for path in base.glob("*/*.yaml"):
+        name = re.escape(str(path.relative_to(base)))
+        assert re.search(rf"{name}\s+│\s+kubernetes\s+│\s+0\s", done.stdout), done.stdout
 
 
 def checkov_skips() -> list[str]:
@@ -249,19 +237,19 @@ def checkov_binary() -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("which", ["default", "full"])
-def test_checkov_fails_no_check_beyond_the_committed_skips(which: str, rendered_dirs: list[Path]) -> None:
+def test_checkov_fails_no_check_beyond_the_committed_skips(rendered_dirs: list[Path]) -> None:
     skips = checkov_skips()
     assert len(skips) <= 3
-    directory = next(d for d in rendered_dirs if d.name == which)
-    done = run(
-        checkov_binary(), "--config-file", str(ROOT / ".checkov.yaml"), "-d", str(directory), "-o", "json"
-    )
+    base = rendered_dirs[0].parent  # both value sets in one run
+    done = run(checkov_binary(), "--config-file", str(ROOT / ".checkov.yaml"), "-d", str(base), "-o", "json")
     report = json.loads(done.stdout)
-    failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]
+    failed = [(c["check_id"], c["file_path"]) for c in report["results"]["failed_checks"]]
     assert failed == [], json.dumps(report["results"]["failed_checks"], indent=1)[:4000]
     assert report["summary"]["parsing_errors"] == 0
-    assert report["summary"]["passed"] > 150  # it really ran its Kubernetes checks
+    # It really ran its Kubernetes checks, on both renders' workloads.
+    checked = {str(base / c["file_path"].lstrip("/")) for c in report["results"]["passed_checks"]}
+    assert {str(p) for d in rendered_dirs for p in d.glob("[DJ]*.yaml")} <= checked
+    assert report["summary"]["passed"] > 300
     assert done.returncode == 0, done.stderr
 
 
