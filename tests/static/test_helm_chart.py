@@ -310,6 +310,13 @@ def test_metrics_samples_go_to_their_own_writable_scratch_volume(default: Manife
     directory = env_of(default[("Deployment", "statsapi")])["PROMETHEUS_MULTIPROC_DIR"]["value"]
     assert directory in {m["mountPath"] for m in api["volumeMounts"]}
     assert directory != "/tmp"
+    annotations = default[("Deployment", "statsapi")]["spec"]["template"]["metadata"]["annotations"]
+    port = str(api["ports"][0]["containerPort"])
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": port,
+        "prometheus.io/path": "/metrics",
+    }
     for account in ("statsapi", "statsapi-migrate"):
         assert default[("ServiceAccount", account)]["automountServiceAccountToken"] is False
 
