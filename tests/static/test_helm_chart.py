@@ -504,3 +504,10 @@ def test_the_readme_documents_every_value() -> None:
                 f"README documents {name!r}, which the chart does not have"
             )
             node = node["properties"][part]
+
+
+def test_every_top_level_value_is_introduced_by_a_comment() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    keys = [(n, line) for n, line in enumerate(lines) if re.match(r"^[A-Za-z]\w*:", line)]
+    assert len(keys) == len(load_yaml(CHART / "values.yaml"))
+    assert [line for n, line in keys if not lines[n - 1].startswith("# ")] == []
