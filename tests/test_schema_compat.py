@@ -111,6 +111,11 @@ def _ready(app: Flask) -> tuple[int, dict[str, Any]]:
     return response.status_code, response.get_json()
 
 
+def _migrations(app: Flask) -> tuple[int, dict[str, Any]]:
+    status, body = _ready(app)
+    return status, body["checks"]["migrations"]
+
+
 def _recorded(owner: Engine) -> tuple[str, str] | None:
     with owner.connect() as conn:
         row = conn.execute(text("SELECT revision, oldest_code_head FROM schema_compatibility")).first()
@@ -132,33 +137,20 @@ def test_ready_follows_the_schema_behind_at_and_ahead_of_the_code(
     assert _recorded(owner) == (HEAD, PREVIOUS)  # today's head declares the release before it
 
     command.upgrade(_config(database, future_scripts), "0901")
-    status, body = _ready(ready_app)
-    assert status == 200, body
-    assert body["checks"]["migrations"] == {
-        "status": "ahead",
-        "revision": "0901",
-        "head": HEAD,
-        "oldest_code_head": HEAD,
-    }
+    ahead = {"status": "ahead", "revision": "0901", "head": HEAD, "oldest_code_head": HEAD}
+    assert _migrations(ready_app) == (200, ahead)
     assert _recorded(owner) == ("0901", HEAD)
     # It serves on that schema too, not only /ready.
-    assert (
-        ready_app.test_client()
-        .post("/api/auth/login", json={"username": "nobody", "password": "x" * 12})
-        .status_code
-        == 401
-    )
+    login = ready_app.test_client().post("/api/auth/login", json={"username": "nobody", "password": "x" * 12})
+    assert login.status_code == 401
 
     command.upgrade(_config(database, future_scripts), "0902")
-    status, body = _ready(ready_app)
-    assert status == 503, body
-    assert body["checks"]["migrations"] == {
-        "status": "incompatible",
-        "revision": "0902",
-        "head": HEAD,
-        "oldest_code_head": "0902",
-    }
-    assert f"schema at 0902 needs code at 0902 or newer; this code is at {HEAD}" in body["detail"]
+    too_new = {"status": "incompatible", "revision": "0902", "head": HEAD, "oldest_code_head": "0902"}
+    assert _migrations(ready_app) == (503, too_new)
+    assert (
+        f"schema at 0902 needs code at 0902 or newer; this code is at {HEAD}"
+        in _ready(ready_app)[1]["detail"]
+    )
 
     command.downgrade(_config(database, future_scripts), "0901")  # the floor follows a downgrade too
     assert _recorded(owner) == ("0901", HEAD)
