@@ -233,32 +233,43 @@ def _read_back(base: str, admin_password: str, wrote: dict[str, Any]) -> None:
     assert user.json()["role"] == "analyst", user.text
 
 
+def _expected_readiness(previous: Path, old_head: str | None, head: str | None) -> tuple[int, str]:
+    """What the previous release's /ready must say on this checkout's schema."""
+    if old_head == head:
+        return 200, "ok"
+    if (previous / "statsapi" / "schema_compat.py").exists():
+        return 200, "ahead"  # it reads the recorded floor: the new schema is within it
+    return 503, "behind"  # a release from before the floor wants its own head only
+
+
 def test_the_previous_release_serves_on_the_new_schema(deployment: Deployment) -> None:
+    """Both releases at once on one schema, as during a deploy: each serves the smoke flows
+    and reads what the other wrote (the previous one reading the new one's rows is the rollback)."""
     commit, why = previous_release()
     head = head_revision()
     with worktree(commit) as previous:
         old_head = migration_head(previous)
         if why.startswith("parent"):
             assert old_head != head, f"{why}: no new migration between it and HEAD"
-        with deployment.serve(previous, "previous") as base:
-            status, ready = _ready(base)
+        with (
+            deployment.serve(previous, "previous") as old_base,
+            deployment.serve(ROOT, "current") as new_base,
+        ):
+            status, ready = _ready(old_base)
             # The package that answers is the previous release's: it names its own head.
             assert ready["checks"]["migrations"]["head"] == old_head, (why, ready)
-            if (previous / "statsapi" / "schema_compat.py").exists():
-                # It reads the recorded floor: the new schema is within it, so it stays in rotation.
-                assert (status, ready["checks"]["migrations"]["status"]) == (200, "ahead"), ready
-            else:
-                assert status == 503, ready  # a release from before the floor wants its own head only
-            old = smoke_flows(base, deployment.admin_password, "previous-release")
+            expected = _expected_readiness(previous, old_head, head)
+            assert (status, ready["checks"]["migrations"]["status"]) == expected, (why, ready)
+            status, ready = _ready(new_base)
+            assert (status, ready["checks"]["migrations"]) == (
+                200,
+                {"status": "ok", "revision": head, "head": head},
+            )
 
-    with deployment.serve(ROOT, "current") as base:
-        status, ready = _ready(base)
-        assert (status, ready["checks"]["migrations"]) == (
-            200,
-            {"status": "ok", "revision": head, "head": head},
-        )
-        smoke_flows(base, deployment.admin_password, "current-release")
-        _read_back(base, deployment.admin_password, old)
+            old = smoke_flows(old_base, deployment.admin_password, "previous-release")
+            new = smoke_flows(new_base, deployment.admin_password, "current-release")
+            _read_back(new_base, deployment.admin_password, old)
+            _read_back(old_base, deployment.admin_password, new)
 
 
 def test_a_shallow_clone_fails_with_the_way_out(tmp_path: Path) -> None:
