@@ -11,6 +11,7 @@ from sqlalchemy import Connection
 from statsapi import models  # noqa: F401  (registers every table on Base.metadata)
 from statsapi.config import Settings, _normalise_database_url
 from statsapi.db import Base, UTCDateTime, make_engine
+from statsapi.migrate import record_compatibility
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -26,9 +27,15 @@ def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool
     return False
 
 
+# Revisions this run applied (upgrade, downgrade or stamp); `db current` and `alembic check`
+# apply none and write nothing.
+_steps: list[object] = []
+
+
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
+        on_version_apply=lambda *, step, **_: _steps.append(step),
         target_metadata=target_metadata,
         # SQLite cannot ALTER most things; batch mode rebuilds tables instead.
         render_as_batch=connection.dialect.name == "sqlite",
@@ -45,12 +52,22 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _run(connection: Connection, *, own: bool) -> None:
+    with context.begin_transaction():
+        context.run_migrations()
+        if _steps:
+            # Which code may serve the schema now (docs/migrations.md): in the same transaction
+            # as the version change, where the database has transactional DDL.
+            record_compatibility(connection, context.script)
+    if own and connection.in_transaction():
+        connection.commit()  # SQLite: alembic commits each revision alone, not the row above
+
+
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
         _configure(connection)
-        with context.begin_transaction():
-            context.run_migrations()
+        _run(connection, own=False)
         return
     settings = Settings.from_env()
     # `alembic upgrade` from a shell runs as the schema owner too, where the app's own
@@ -62,8 +79,7 @@ def run_migrations_online() -> None:
     try:
         with engine.connect() as conn:
             _configure(conn)
-            with context.begin_transaction():
-                context.run_migrations()
+            _run(conn, own=True)
     finally:
         engine.dispose()
 

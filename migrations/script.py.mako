@@ -17,6 +17,11 @@ revision: str = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+# The oldest code head that still runs on the schema after this revision (docs/migrations.md):
+# the previous revision for an expand step, or a contract step that waited a release after the
+# code stopped needing what it removes; this revision itself for a change older code cannot
+# survive (its replicas then leave rotation: /ready answers 503 "incompatible").
+oldest_code_head: str = ${repr(down_revision or up_revision)}
 
 
 def upgrade() -> None:

@@ -9,7 +9,7 @@ log() { printf '\033[1mbootstrap:\033[0m %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # --- system packages ---------------------------------------------------------------
-APT_PACKAGES=(nginx chromium openssl curl testssl.sh wrk hyperfine)
+APT_PACKAGES=(nginx chromium openssl curl testssl.sh wrk hyperfine git)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

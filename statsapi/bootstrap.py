@@ -114,7 +114,7 @@ def start(app: Flask, why: Invocation | None = None) -> None:
 def report_database(app: Flask) -> bool:
     """One log line saying why the database cannot serve, if it cannot (no traceback).
     The server starts anyway: it answers 503 until the database is fixed, then recovers."""
-    problem = check_database(get_database(app).engine, app.extensions.get("statsapi.migration_head"))
+    problem = check_database(get_database(app).engine, app.extensions.get("statsapi.schema_check"))
     if problem is None:
         return True
     log.error("database: %s", problem[1], extra={"dependency": "database", "reason": problem[0]})

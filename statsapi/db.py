@@ -27,6 +27,7 @@ from sqlalchemy.types import TypeDecorator
 
 from .config import Settings
 from .metrics import DEGRADED_EVENTS, DEPENDENCY_UP
+from .schema_compat import SchemaCheck
 
 log = logging.getLogger(__name__)
 
@@ -149,20 +150,21 @@ def describe_failure(error: BaseException, url: str | URL | None = None) -> str:
     return classify_failure(error, url)[1]
 
 
-def check_database(engine: Engine, head: str | None) -> tuple[str, str] | None:
-    """None when the database answers and is migrated to ``head``, else ``(kind, one line)``."""
+def check_database(engine: Engine, schema: SchemaCheck | str | None) -> tuple[str, str] | None:
+    """None when the database answers and this code may serve its schema (migrated to its
+    head, or newer within the migration policy: ``statsapi.schema_compat``), else
+    ``(kind, one line)``. A bare head accepts that revision only."""
+    check = schema if isinstance(schema, SchemaCheck) else SchemaCheck.for_head(schema)
     try:
         with engine.connect() as conn:
             revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            state = None if revision is None or check.head is None else check.state(conn, revision)
     except Exception as error:  # every failure becomes one classified line
         return classify_failure(error, engine.url)
     if revision is None:
         return NOT_MIGRATED_KIND, NOT_MIGRATED
-    if head is not None and revision != head:
-        return (
-            NOT_MIGRATED_KIND,
-            f"schema at {revision}, code expects {head}: run `flask --app statsapi db upgrade`",
-        )
+    if state is not None and state.reason is not None:
+        return NOT_MIGRATED_KIND, state.reason
     return None
 
 

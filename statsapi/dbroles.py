@@ -32,6 +32,7 @@ TABLE_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
     "alembic_version": ("SELECT",),  # /ready compares it with the code's head
     "currencies": ("SELECT",),  # ISO 4217 reference data: migrations change it
     "deployment": ("SELECT",),  # the database's identity: made once, by a migration
+    "schema_compatibility": ("SELECT",),  # /ready reads which code may serve; migrations write it
     "audit_events": ("SELECT", "INSERT"),  # evidence: appended to, never changed or removed
 }
 ALL_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")

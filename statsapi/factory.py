@@ -21,8 +21,9 @@ from .http.api import Api, Blueprint
 from .http.edge import BodyGuard
 from .http.jsonio import StrictJSONProvider
 from .http.limits import Tiers
-from .migrate import head_revision
+from .migrate import code_schema, head_revision
 from .resources import register
+from .schema_compat import SchemaCheck
 from .state import backends
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,9 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     headers.init_app(app)
     register(app, Api(app))
     cli.init_app(app)
-    app.extensions["statsapi.migration_head"] = head_revision()
+    schema = SchemaCheck(code_schema())  # parsed once: /ready is polled
+    app.extensions["statsapi.schema_check"] = schema
+    app.extensions["statsapi.migration_head"] = schema.head
 
     bootstrap.start(app)  # key warning, embedded first run, database check: what this invocation needs
     return app

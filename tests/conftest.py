@@ -38,7 +38,7 @@ PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "host=127.0.0.1 port=5432 use
 PG_URL_TEMPLATE = os.environ.get("TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/{name}")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEST_SECRET = "test-only-" + "k7Qm2vX9pL4sR8tW1yZ3bN6cF0hJ5dG"  # 41 bytes, not a placeholder
-KEPT_TABLES = {"alembic_version", "currencies", "deployment"}
+KEPT_TABLES = {"alembic_version", "currencies", "deployment", "schema_compatibility"}
 # One role for the whole cluster (roles are not per database); each test database grants it.
 APP_ROLE = os.environ.get("TEST_PG_APP_ROLE", "statsapi_test_app")
 _OWNER_ENGINES: dict[str, Engine] = {}

@@ -105,7 +105,7 @@ def test_what_the_app_role_may_do_is_exactly_the_declared_privileges(app: Flask)
     with _app_engine(app).connect() as conn:
         granted = table_privileges(conn, role=APP_ROLE)
     tables = {"users", "records", "audit_events", "token_families", "idempotency_keys"}
-    tables |= {"currencies", "deployment", "alembic_version", "record_quota_usage"}
+    tables |= {"currencies", "deployment", "alembic_version", "record_quota_usage", "schema_compatibility"}
     assert set(granted) == tables
     for table in tables:
         assert granted[table] == set(TABLE_PRIVILEGES.get(table, DML)), table

@@ -35,6 +35,7 @@ TABLES = {
     "currencies",
     "record_quota_usage",
     "deployment",
+    "schema_compatibility",
 }
 
 

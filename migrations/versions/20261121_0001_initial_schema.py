@@ -17,6 +17,8 @@ revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# The first schema: no code older than it exists (docs/migrations.md, "oldest_code_head").
+oldest_code_head: str = "0001"
 
 # A frozen copy of the ISO 4217 table as of this revision; later changes get their own
 # migration (tests compare the database with statsapi.money.ISO_4217).

@@ -19,6 +19,8 @@ revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Code at 0001 runs on this schema: the API already refused what the new bound refuses.
+oldest_code_head: str = "0001"
 
 # Frozen with this revision (tests compare it with statsapi.models.record.amount_bound_sql()).
 AMOUNT_BOUND = (

@@ -29,6 +29,8 @@ revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Statistics only: code at 0002 runs unchanged.
+oldest_code_head: str = "0002"
 
 UTC_DAY = "CAST(occurred_at AT TIME ZONE 'UTC' AS DATE)"
 UTC_MONTH = "date_trunc('month', occurred_at AT TIME ZONE 'UTC')"

@@ -21,6 +21,8 @@ revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# A new table and a nullable column: code at 0004 neither reads nor fills them.
+oldest_code_head: str = "0004"
 
 
 def upgrade() -> None:

@@ -1,7 +1,8 @@
 """Tables: users, records, audit events, token families, idempotency keys, currencies, deployment,
-record quota usage."""
+record quota usage, schema compatibility."""
 
 from .audit import AuditEvent
+from .compatibility import SchemaCompatibility
 from .currency import Currency
 from .deployment import Deployment
 from .idempotency import IdempotencyKey
@@ -21,6 +22,7 @@ __all__ = [
     "RecordQuotaUsage",
     "RecordRow",
     "Role",
+    "SchemaCompatibility",
     "TokenFamily",
     "User",
 ]

@@ -8,6 +8,8 @@ CHECK_STATUSES = [
     "ok",
     "down",
     "behind",
+    "ahead",
+    "incompatible",
     "unknown",
     "disabled",
     # why the database check failed (statsapi.db.classify_failure)
@@ -30,6 +32,13 @@ class CheckSchema(ma.Schema):
     status = ma.fields.String(required=True, metadata={"enum": CHECK_STATUSES})
     revision = Text(32, allow_none=True, metadata={"description": "The database's migration revision."})
     head = Text(32, allow_none=True, metadata={"description": "The newest revision this code knows."})
+    oldest_code_head = Text(
+        32,
+        metadata={
+            "description": "When the database is newer than this code (status ahead or incompatible): "
+            "the oldest code head its schema admits (docs/migrations.md)."
+        },
+    )
 
 
 class ReadySchema(ma.Schema):

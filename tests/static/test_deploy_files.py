@@ -305,7 +305,7 @@ def test_prometheus_scrapes_every_api_replica() -> None:
 def test_render_blueprint_wires_postgres_key_value_and_pre_deploy_migrations() -> None:
     blueprint = load_yaml(ROOT / "render.yaml")
     web = next(s for s in blueprint["services"] if s["type"] == "web")
-    assert web["healthCheckPath"] == "/health"
+    assert web["healthCheckPath"] == "/ready"  # why: the comment in render.yaml
     assert "db upgrade" in web["preDeployCommand"]
     env = {e["key"]: e for e in web["envVars"]}
     # Migrations as the owner (Render's user); the API as the app role, from libpq's PG* variables.
