@@ -155,7 +155,7 @@ def run(
         "JWT_ACCESS_TOKEN_MINUTES": "240",
         "WEB_CONCURRENCY": str(workers),
     }
-    with running_replicas(max(counts), "bench-replicas", **settings) as stack, mix_script() as script:
+    with running_replicas(max(counts), "bench_replicas", **settings) as stack, mix_script() as script:
         seed(stack, records)
         lift_flood_guard(stack)
         token = stack.access_token()

@@ -52,7 +52,7 @@ def _bench_databases() -> set[str]:
     conn = psycopg2.connect(harness.PG_ADMIN_DSN)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'statsapi_e2e_bench-replicas%'")
+            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'statsapi_e2e_bench_replicas%'")
             return {name for (name,) in cur.fetchall()}
     finally:
         conn.close()

@@ -26,7 +26,6 @@ import itertools
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -39,24 +38,20 @@ from typing import Any
 
 import requests
 
-from tests.conftest import REDIS_URL
-from tests.redis_tools import delete_keys
+from tests.conftest import scratch_database_name
 
 from .stack import (
     BIN,
     NGINX,
     ROOT,
     STARTUP_TIMEOUT,
-    Clients,
     Nginx,
-    drop_database,
+    StackBase,
     e2e_env,
     free_port,
     launch_nginx,
     make_cert,
-    new_ips,
     owner_env_of,
-    prepare_database,
     read_json_lines,
     start_gunicorn,
     stop_process,
@@ -115,32 +110,15 @@ class Replica:
         return [line for line in self.log_lines() if line.get("logger") == "statsapi.access"]
 
 
-@dataclass
-class Replicas(Clients):
+@dataclass(kw_only=True)
+class Replicas(StackBase):
     count: int
-    tmp: Path
-    cert: Path
-    key: Path
-    ca: Path
-    db_name: str
-    redis_prefix: str
-    admin_username: str
-    admin_password: str
-    env: dict[str, str]  # the replicas': DATABASE_URL is the app role
-    owner_env: dict[str, str]  # the migrate steps': DATABASE_URL is the owner
     replicas: list[Replica] = field(default_factory=list)
-    nginx: Nginx | None = None
-    _next_ip: Iterator[int] = field(default_factory=new_ips)
 
     # -- addresses ----------------------------------------------------------------------------
     @property
-    def https_url(self) -> str:
-        """Through nginx (what clients use)."""
-        assert self.nginx is not None
-        return self.nginx.https_url
-
-    @property
     def url(self) -> str:
+        """Through nginx (what clients use): the same as ``https_url``."""
         return self.https_url
 
     def replica_url(self, index: int) -> str:
@@ -257,7 +235,7 @@ class Replicas(Clients):
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        prepare_database(self.db_name, self.owner_env)
+        self.open_database()
         # Side by side: each start is mostly waiting for its workers to import the app.
         with ThreadPoolExecutor(max_workers=self.count) as pool:
             list(pool.map(self.start_replica, range(self.count)))
@@ -279,11 +257,7 @@ class Replicas(Clients):
         for replica in self.replicas:
             # SIGINT: gunicorn's quick shutdown (SIGTERM would wait up to graceful_timeout).
             stop_process(replica.proc, signal.SIGINT, timeout=5)
-        try:
-            drop_database(self.db_name)
-        finally:
-            delete_keys(REDIS_URL, self.redis_prefix)
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.cleanup()
 
 
 _serial = itertools.count()
@@ -291,12 +265,14 @@ _serial = itertools.count()
 
 def build_replicas(count: int = 3, name: str = "replicas", **settings: str) -> Replicas:
     """A stack of ``count`` replicas (not started); ``settings`` override the e2e tier's
-    environment (e.g. ``RATELIMIT_USER="20/minute"``)."""
+    environment (e.g. ``RATELIMIT_USER="20/minute"``). ``name`` is part of the database's
+    and the Redis prefix's names (letters, digits and underscores)."""
     tmp = Path(tempfile.mkdtemp(prefix=f"statsapi-{name}-"))
     tmp.chmod(0o755)
     cert, key, ca = make_cert(tmp / "tls")
-    # e2e_ prefix and the PID last: stack.py's start-up drops it if this process dies.
-    db_name = f"statsapi_e2e_{name}_{next(_serial)}_{os.getpid()}"
+    # e2e_ first: stack.py's start-up drops it if this process dies.
+    purpose, worker = f"e2e_{name}", str(next(_serial))
+    db_name = scratch_database_name(purpose, worker)
     prefix = f"statsapi-{name}-{uuid.uuid4().hex[:10]}:"
     admin_password = secrets.token_urlsafe(18)
     env = e2e_env(db_name, prefix, tmp, admin_password) | settings
@@ -310,6 +286,8 @@ def build_replicas(count: int = 3, name: str = "replicas", **settings: str) -> R
         cert=cert,
         key=key,
         ca=ca,
+        db_purpose=purpose,
+        db_worker=worker,
         db_name=db_name,
         redis_prefix=prefix,
         admin_username=env["BOOTSTRAP_ADMIN_USERNAME"],

@@ -32,12 +32,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from tests.conftest import APP_ROLE, PG_ADMIN_DSN, PG_URL_TEMPLATE, REDIS_URL, app_role_url
+from tests.conftest import (
+    APP_ROLE,
+    PG_URL_TEMPLATE,
+    REDIS_URL,
+    _admin_connection,
+    app_role_url,
+    scratch_database,
+    scratch_database_name,
+)
 from tests.redis_tools import delete_keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -346,22 +353,10 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
-def _as_postgres(*statements: str) -> None:
-    conn = psycopg2.connect(PG_ADMIN_DSN)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
-    finally:
-        conn.close()
-
-
-def create_database(db_name: str) -> None:
-    """A new, empty database, after dropping those of e2e runs that were killed (their
-    pytest process, whose PID ends the name, is gone)."""
-    conn = psycopg2.connect(PG_ADMIN_DSN)
-    conn.autocommit = True
+def drop_abandoned_databases() -> None:
+    """Drop the databases of e2e runs that were killed (their pytest process, whose PID
+    ends the name, is gone), so they do not pile up."""
+    conn = _admin_connection()
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'statsapi_e2e_%'")
@@ -371,11 +366,6 @@ def create_database(db_name: str) -> None:
                     cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         conn.close()
-    _as_postgres(f'DROP DATABASE IF EXISTS "{db_name}"', f'CREATE DATABASE "{db_name}"')
-
-
-def drop_database(db_name: str) -> None:
-    _as_postgres(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
 def run_flask(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -390,10 +380,9 @@ def run_flask(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.C
     )
 
 
-def prepare_database(db_name: str, owner_env: dict[str, str]) -> None:
+def migrate(owner_env: dict[str, str]) -> None:
     """The database as compose's ``migrate`` service leaves it: the one-shot steps, as
     the owner, before any API process starts."""
-    create_database(db_name)
     for step in (("db", "upgrade"), ("db", "grant-app-role"), ("create-admin", "--if-missing")):
         done = run_flask(owner_env, *step)
         if done.returncode != 0:
@@ -466,68 +455,32 @@ def owner_env_of(env: dict[str, str], db_name: str) -> dict[str, str]:
     return env | {"DATABASE_URL": PG_URL_TEMPLATE.format(name=db_name), "DATABASE_APP_ROLE": APP_ROLE}
 
 
-class Clients:
-    """What tests do with a running stack, whatever it is made of: clients from loopback
-    addresses of their own, an admin token, the CLI. Needs ``ca``, ``https_url``,
-    ``admin_username``, ``admin_password``, ``env``, ``owner_env`` and ``_next_ip``."""
-
-    ca: Path
-    admin_username: str
-    admin_password: str
-    env: dict[str, str]
-    owner_env: dict[str, str]
-    _next_ip: Iterator[int]
-
-    @property
-    def https_url(self) -> str:
-        raise NotImplementedError
-
-    def new_client_ip(self) -> str:
-        """A loopback address no other test of this stack has used."""
-        return f"127.0.0.{next(self._next_ip)}"
-
-    def client(self, source_ip: str | None = None) -> requests.Session:
-        return client(source_ip or self.new_client_ip(), self.ca)
-
-    def access_token(self) -> str:
-        """An admin access token, from a client IP of its own (login spends anonymous budget)."""
-        with self.client() as session:
-            response = session.post(
-                f"{self.https_url}/api/auth/login",
-                json={"username": self.admin_username, "password": self.admin_password},
-                timeout=10,
-            )
-        assert response.status_code == 200, response.text
-        return str(response.json()["access_token"])
-
-    def flask(self, *args: str, as_owner: bool = False) -> subprocess.CompletedProcess[str]:
-        return run_flask(self.owner_env if as_owner else self.env, *args)
-
-
 def new_ips() -> Iterator[int]:
     return iter(range(10, 250))
 
 
-# ---- the stack ------------------------------------------------------------------------------------
-@dataclass
-class Stack(Clients):
+@dataclass(kw_only=True)
+class StackBase:
+    """What every e2e stack holds (its directory, certificate, database, Redis prefix,
+    admin, settings and nginx) and what tests do with it: clients from loopback addresses
+    of their own, an admin token, the CLI. The database is scratch_database's, made at
+    ``open_database`` and dropped at ``cleanup``."""
+
     tmp: Path
     cert: Path
     key: Path
     ca: Path
+    db_purpose: str  # scratch_database(db_purpose, db_worker) names the database db_name
+    db_worker: str
     db_name: str
     redis_prefix: str
-    gunicorn_port: int
-    gunicorn_log: Path
-    gunicorn_err: Path
-    metrics_dir: Path
     admin_username: str
     admin_password: str
-    env: dict[str, str]  # gunicorn's: DATABASE_URL is the app role
+    env: dict[str, str]  # the API's: DATABASE_URL is the app role
     owner_env: dict[str, str]  # the migrate steps': DATABASE_URL is the owner
     nginx: Nginx | None = None
-    gunicorn: subprocess.Popen[bytes] | None = None
     _next_ip: Iterator[int] = field(default_factory=new_ips)
+    _resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
     def https_url(self) -> str:
@@ -539,6 +492,61 @@ class Stack(Clients):
         assert self.nginx is not None
         return self.nginx.http_url
 
+    def new_client_ip(self) -> str:
+        """A loopback address no other test of this stack has used."""
+        return f"127.0.0.{next(self._next_ip)}"
+
+    def client(self, source_ip: str | None = None) -> requests.Session:
+        return client(source_ip or self.new_client_ip(), self.ca)
+
+    def access_token(self) -> str:
+        """An admin access token, from a client IP of its own (login spends anonymous budget)."""
+        return self.login(self.admin_username, self.admin_password)
+
+    def login(self, username: str, password: str, base_url: str | None = None) -> str:
+        """An access token: through nginx from a fresh client address (nginx allows a few
+        logins per address), or straight at ``base_url`` (one replica)."""
+        with self.client() as session:
+            response = session.post(
+                f"{base_url or self.https_url}/api/auth/login",
+                json={"username": username, "password": password},
+                timeout=30,
+            )
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+    def flask(self, *args: str, as_owner: bool = False) -> subprocess.CompletedProcess[str]:
+        return run_flask(self.owner_env if as_owner else self.env, *args)
+
+    def open_database(self) -> None:
+        """Create the scratch database (named ``db_name``) and migrate it as the owner."""
+        drop_abandoned_databases()
+        url = self._resources.enter_context(scratch_database(self.db_purpose, self.db_worker))
+        assert url.rsplit("/", 1)[-1] == self.db_name, (url, self.db_name)
+        migrate(self.owner_env)
+
+    def cleanup(self) -> None:
+        """Drop the database, the Redis keys and the directory (after the processes stopped)."""
+        try:
+            self._resources.close()
+        finally:
+            delete_keys(REDIS_URL, self.redis_prefix)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# The first name of StackBase, kept for code written against it.
+Clients = StackBase
+
+
+# ---- the stack ------------------------------------------------------------------------------------
+@dataclass(kw_only=True)
+class Stack(StackBase):
+    gunicorn_port: int
+    gunicorn_log: Path
+    gunicorn_err: Path
+    metrics_dir: Path
+    gunicorn: subprocess.Popen[bytes] | None = None
+
     @property
     def gunicorn_url(self) -> str:
         return f"http://127.0.0.1:{self.gunicorn_port}"
@@ -548,7 +556,7 @@ class Stack(Clients):
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        prepare_database(self.db_name, self.owner_env)
+        self.open_database()
         self.gunicorn = start_gunicorn(
             self.env, port=self.gunicorn_port, stdout=self.gunicorn_log, stderr=self.gunicorn_err
         )
@@ -561,18 +569,14 @@ class Stack(Clients):
             self.nginx.stop()
         # SIGINT: gunicorn's quick shutdown (SIGTERM would wait up to graceful_timeout).
         stop_process(self.gunicorn, signal.SIGINT, timeout=5)
-        try:
-            drop_database(self.db_name)
-        finally:
-            delete_keys(REDIS_URL, self.redis_prefix)
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.cleanup()
 
 
 def build_stack(worker: str) -> Stack:
     tmp = Path(tempfile.mkdtemp(prefix="statsapi-e2e-"))
     tmp.chmod(0o755)
     cert, key, ca = make_cert(tmp / "tls")
-    db_name = f"statsapi_e2e_{worker}_{os.getpid()}"
+    db_name = scratch_database_name("e2e", worker)
     prefix = f"statsapi-e2e-{uuid.uuid4().hex[:10]}:"
     metrics_dir = tmp / "prometheus"
     metrics_dir.mkdir()
@@ -583,6 +587,8 @@ def build_stack(worker: str) -> Stack:
         cert=cert,
         key=key,
         ca=ca,
+        db_purpose="e2e",
+        db_worker=worker,
         db_name=db_name,
         redis_prefix=prefix,
         gunicorn_port=free_port(),

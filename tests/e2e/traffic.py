@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from .stack import Clients
+from .stack import StackBase
 
 RECORD_PAGE = "/api/records?limit=20"
 _names = itertools.count()
@@ -35,7 +35,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def create_user(stack: Clients, admin_token: str, role: str = "user") -> User:
+def create_user(stack: StackBase, admin_token: str, role: str = "user") -> User:
     """A new user, made by the admin through the stack's front door."""
     username = f"u{next(_names)}-{uuid.uuid4().hex[:8]}"
     password = secrets.token_urlsafe(16)
@@ -50,17 +50,9 @@ def create_user(stack: Clients, admin_token: str, role: str = "user") -> User:
     return User(int(response.json()["id"]), username, password, role)
 
 
-def login(stack: Clients, user: User, base_url: str | None = None) -> str:
-    """An access token for ``user``: through nginx from a fresh client address (nginx
-    allows a few logins per address), or straight at one replica's ``base_url``."""
-    with stack.client() as session:
-        response = session.post(
-            f"{base_url or stack.https_url}/api/auth/login",
-            json={"username": user.username, "password": user.password},
-            timeout=30,
-        )
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
+def login(stack: StackBase, user: User, base_url: str | None = None) -> str:
+    """An access token for ``user`` (see StackBase.login)."""
+    return stack.login(user.username, user.password, base_url)
 
 
 def record_body(marker: str, amount: str = "1.00", currency: str = "EUR") -> dict[str, Any]:
@@ -98,7 +90,7 @@ class MixedLoad:
 
     def __init__(
         self,
-        stack: Clients,
+        stack: StackBase,
         tokens: list[str],
         *,
         base_url: str | None = None,
