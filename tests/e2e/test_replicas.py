@@ -272,7 +272,7 @@ def test_a_killed_replica_loses_only_its_requests_in_flight_and_no_acknowledged_
             killed = time.monotonic()
             time.sleep(min(6, FAIL_TIMEOUT_SECONDS - 2))
         outcomes = traffic.results()
-        _judge_the_kill(cluster, outcomes, address, kill_started, killed)
+        _judge_the_kill(cluster, outcomes, address, kill_started, killed, len(tokens))
         # Nothing reached the dead replica after the kill: its log ends where it died.
         assert len(cluster.access_lines(victim)) == lines_before_kill
     finally:
@@ -281,7 +281,7 @@ def test_a_killed_replica_loses_only_its_requests_in_flight_and_no_acknowledged_
 
 
 def _judge_the_kill(
-    cluster: Replicas, outcomes: list[Outcome], address: str, kill_started: float, killed: float
+    cluster: Replicas, outcomes: list[Outcome], address: str, kill_started: float, killed: float, clients: int
 ) -> None:
     nginx = {line["request_id"]: line for line in cluster.nginx_lines()}
     after = [o for o in outcomes if o.started > killed]
@@ -290,6 +290,10 @@ def _judge_the_kill(
     assert [o for o in after if not o.ok] == []
     served_after = Counter(nginx[o.request_id]["upstream"].split(",")[-1].strip() for o in after)
     assert address not in served_after and len(served_after) == REPLICAS - 1, served_after
+    # nginx gave up on the victim at its first refused connection (max_fails=1): only
+    # requests it had already picked the victim for tried it, each then retried elsewhere.
+    tried_victim = [o for o in after if _sent_to(nginx[o.request_id], address)]
+    assert len(tried_victim) <= clients, f"{len(tried_victim)} requests tried the dead replica"
     # A failure is a request that was in flight on the victim when it died.
     in_flight = {
         o.request_id
