@@ -14,6 +14,7 @@ from flask import Flask
 from prometheus_client import REGISTRY
 
 from statsapi.services import stats as stats_service
+from statsapi.state import stats_cache
 
 from .conftest import REDIS_URL
 from .factories import Actor, Factory, record_body
@@ -163,6 +164,58 @@ def test_single_flight_one_computation_for_concurrent_misses(
     assert computations() - before == 1
     assert sorted(r.headers["X-Cache"] for r in responses) == ["HIT"] * 7 + ["MISS"]
     assert len({r.get_data() for r in responses}) == 1
+
+
+def test_a_leader_slower_than_its_lease_keeps_it_and_still_computes_once(
+    redis_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The computation lock is a short lease the leader renews: a computation that takes
+    several leases is still the only one."""
+    monkeypatch.setattr(stats_cache, "LOCK_MILLISECONDS", 300)
+    monkeypatch.setattr(stats_cache, "RENEW_EVERY_SECONDS", 0.1)
+    cache, key = lease_cache(redis_app)
+    calls: list[int] = []
+
+    def slow() -> dict[str, Any]:
+        calls.append(1)
+        time.sleep(1.2)  # four leases
+        return {"n": len(calls)}
+
+    results: list[stats_cache.CachedStats] = []
+    threads = [threading.Thread(target=lambda: results.append(cache.fetch(key, slow))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(30)
+    assert len(calls) == 1
+    assert sorted(r.hit for r in results) == [False, True, True, True]
+    assert {r.body for r in results} == {b'{"n":1}'}
+
+
+def test_a_dead_leaders_lock_lapses_within_one_lease(
+    redis_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica killed mid-computation never renews its lease: the others wait one lease
+    at most (not the 20 s a slow aggregation may take), then compute themselves."""
+    assert stats_cache.LOCK_MILLISECONDS <= 5_000 < stats_cache.WAIT_FOR_LEADER_SECONDS * 1000
+    monkeypatch.setattr(stats_cache, "LOCK_MILLISECONDS", 500)
+    cache, key = lease_cache(redis_app)
+    taken = cache.backend.lookup(key.scope, key.digest)  # a leader that then dies
+    assert taken.leader
+    started = time.monotonic()
+    result = cache.fetch(key, lambda: {"answer": 42})
+    waited = time.monotonic() - started
+    assert result.body == b'{"answer":42}' and not result.hit
+    assert 0.3 < waited < 3.0
+
+
+def lease_cache(app: Flask) -> tuple[stats_cache.StatsCache, stats_cache.CacheKey]:
+    (alice,) = actors(app, ("user", "alice"))
+    assert alice.get("/api/stats").status_code == 200  # the key space is known from here on
+    cache: stats_cache.StatsCache = app.extensions["statsapi.stats_cache"]
+    assert isinstance(cache.backend, stats_cache.RedisBackend)
+    return cache, stats_cache.CacheKey(f"owner:{alice.user_id}", "lease-test")
 
 
 def test_corrupt_entries_are_recomputed(redis_app: Flask, raw_redis: redis.Redis) -> None:

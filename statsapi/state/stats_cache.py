@@ -22,6 +22,7 @@ cache is bypassed and stats come straight from the database.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -30,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,9 +41,11 @@ from ..http.pagination import filters_digest
 from ..metrics import CACHE_REQUESTS
 from .redis import LUA_READ, RedisConnection, RedisUnavailable, Replayer
 
-# Waiters give the leader as long as its lock lives (longer than the 15 s statement timeout),
-# so a slow aggregation is still computed once, not once per waiter.
+# Waiters give the leader as long as its lock lives (the leader renews it while it computes,
+# up to longer than the 15 s statement timeout), so a slow aggregation is still computed
+# once, not once per waiter; a leader that died lets its lock lapse within one lease.
 WAIT_FOR_LEADER_SECONDS = 20.0
+_NOTHING = contextlib.nullcontext()
 
 
 class CacheUnavailable(Exception):
@@ -64,6 +67,10 @@ class CacheBackend(Protocol):
     def wait(self, scope: str, lookup: Lookup, digest: str, timeout: float) -> bytes | None: ...
 
     def abandon(self, scope: str, lookup: Lookup, digest: str) -> None: ...
+
+    def holding(self, scope: str, lookup: Lookup, digest: str) -> contextlib.AbstractContextManager[None]:
+        """Keep the computation lock while the leader computes."""
+        ...
 
     def bump(self, scopes: Iterable[str]) -> None: ...
 
@@ -162,7 +169,8 @@ class StatsCache:
             self._count("hit")
             return cached
         try:
-            body = serialise(compute())
+            with self.backend.holding(key.scope, lookup, key.digest) if lookup.leader else _NOTHING:
+                body = serialise(compute())
         except BaseException:
             if lookup.leader:
                 self._quietly(lambda: self.backend.abandon(key.scope, lookup, key.digest))
@@ -283,6 +291,9 @@ class MemoryBackend:
         if lock is not None:
             lock.release()
 
+    def holding(self, scope: str, lookup: Lookup, digest: str) -> contextlib.AbstractContextManager[None]:
+        return _NOTHING  # the lock is this process's own: it cannot outlive its holder
+
     def abandon(self, scope: str, lookup: Lookup, digest: str) -> None:
         with self._guard:
             lock = self._locks.pop(self._key(scope, lookup.version, digest), None)
@@ -342,6 +353,13 @@ end
 return 1
 """
 
+_RENEW = """
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
 _RELEASE = """
 if redis.pcall('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
@@ -349,7 +367,10 @@ end
 return 0
 """
 
-LOCK_MILLISECONDS = 20_000
+# The computation lock is a lease the leader renews while it computes: a replica killed
+# mid-computation holds its waiters (on every replica) for one lease at most.
+LOCK_MILLISECONDS = 3_000
+RENEW_EVERY_SECONDS = 1.0
 WAIT_POLL_SECONDS = 0.02
 
 
@@ -362,6 +383,7 @@ class RedisBackend:
         self._lookup = connection.client.register_script(_LOOKUP)
         self._store = connection.client.register_script(_STORE)
         self._release = connection.client.register_script(_RELEASE)
+        self._renew = connection.client.register_script(_RENEW)
         self._token = uuid.uuid4().hex
         # Scopes whose version bump failed (Redis unreachable from here): retried in the
         # background until Redis answers, and before this process uses the cache again.
@@ -442,6 +464,24 @@ class RedisBackend:
                 return None  # the leader gave up: compute ourselves
             time.sleep(WAIT_POLL_SECONDS)
         return None
+
+    @contextlib.contextmanager
+    def holding(self, scope: str, lookup: Lookup, digest: str) -> Iterator[None]:
+        lock = f"{self._entry(scope, lookup, digest)}:lock"
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(RENEW_EVERY_SECONDS):
+                with contextlib.suppress(RedisUnavailable):  # the lease lapses: waiters compute
+                    self.redis.call(lambda _: self._renew(keys=[lock], args=[self._token, LOCK_MILLISECONDS]))
+
+        renewer = threading.Thread(target=renew, name="stats-lock-lease", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            done.set()
+            renewer.join()
 
     def abandon(self, scope: str, lookup: Lookup, digest: str) -> None:
         entry = self._entry(scope, lookup, digest)
