@@ -40,8 +40,7 @@ SESSION_OVER = "Your session has ended"
 
 
 def user_of(stack: Stack, user: ApiUser) -> dict[str, Any]:
-    token = api_login(stack, ApiUser(0, stack.admin_username, stack.admin_password, "admin"))["access_token"]
-    response = api_call(stack, "GET", f"/api/admin/users/{user.id}", token)
+    response = api_call(stack, "GET", f"/api/admin/users/{user.id}", stack.access_token())
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
