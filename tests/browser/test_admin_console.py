@@ -100,6 +100,7 @@ def test_admin_grants_a_role_sees_it_audited_then_deactivates_the_user(
     expect(event.locator("tr.changed").first).to_contain_text("useranalyst")
     assert axe_violations(page) == []
     no_script_ran_from_text(watched)
+    audit_filters_narrow_the_log(page, stack)
 
     token = api_login(stack, member)["access_token"]  # the role grant ended the old ones
     assert api_call(stack, "GET", "/api/auth/me", token).status_code == 200
@@ -109,6 +110,47 @@ def test_admin_grants_a_role_sees_it_audited_then_deactivates_the_user(
     page.get_by_role("dialog").get_by_role("button", name="Deactivate").click()
     expect(page.get_by_role("status")).to_have_text(f"{member.username} is deactivated.")
     assert api_call(stack, "GET", "/api/auth/me", token).status_code == 401
+    watched.assert_clean()
+
+
+def audit_filters_narrow_the_log(page: Page, stack: Stack) -> None:
+    """With the target and action already set: the actor by name, then a time range."""
+    events = page.locator("li.event")
+    page.get_by_label("Actor (username or id)").fill(stack.admin_username)
+    page.get_by_role("button", name="Apply filters").click()
+    expect(events).to_have_count(1)
+    page.get_by_label("Until (UTC, not included)").fill("2000-01-01T00:00:00")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.get_by_text("No event matches these filters.")).to_be_visible()
+    page.get_by_label("Actor (username or id)").fill("nobody-by-this-name")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.locator("form[role=search] [role=alert]")).to_contain_text("Unknown actor")
+
+
+def test_users_come_in_keyset_pages(stack: Stack, watched: Watched) -> None:
+    page = watched.page
+    token, prefix = stack.access_token(), f"pages{secrets.token_hex(3)}"
+    made = [create_user(stack, token, prefix=prefix).username for _ in range(3)]
+    sign_in(page, stack, stack.admin_username, stack.admin_password, route="users?limit=1")
+    page.get_by_label("Username contains").fill(prefix)
+    page.get_by_role("button", name="Apply filters").click()
+    first_cell, status = page.locator("tbody tr td").first, page.locator(".pager-status")
+    next_page, previous_page = (
+        page.get_by_role("button", name="Next page"),
+        page.get_by_role("button", name="Previous page"),
+    )
+
+    seen = []
+    for number in (1, 2, 3):
+        expect(status).to_have_text(f"Page {number}" + (" (last)" if number == 3 else ""))
+        seen.append(first_cell.inner_text())
+        if number < 3:
+            next_page.click()
+    assert seen == made[::-1]  # newest first, each once
+    expect(next_page).to_be_disabled()
+    previous_page.click()
+    expect(first_cell).to_have_text(made[1])
+    expect(previous_page).to_be_enabled()
     watched.assert_clean()
 
 

@@ -377,6 +377,12 @@ export function pager({load, show, label = "Results"}) {
   };
 }
 
+// The page size a view asked for in its route (#/users?limit=10), else `fallback`.
+export function pageSize(params, fallback) {
+  const asked = Number.parseInt((params && params.query && params.query.get("limit")) || "", 10);
+  return asked >= 1 && asked <= 500 ? asked : fallback;
+}
+
 // ---- routing ----------------------------------------------------------------------------------
 
 // The hash route: "#/records/123?currency=EUR" -> {path: ["records", "123"], query}.
