@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.browser.admin_tools import (
     VIEWPORT,
@@ -252,6 +252,40 @@ def test_a_downgraded_admin_is_signed_out_on_the_next_action(stack: Stack, watch
     expect(page.get_by_role("alert")).to_contain_text(SESSION_OVER)
     refreshes = [r for r in watched.requests if urlsplit(r.url).path == "/api/auth/refresh"]
     assert len(refreshes) == 1  # one refresh tried, refused, then out
+    watched.assert_clean()
+
+
+def test_a_refused_access_token_is_refreshed_once_and_the_call_retried(
+    stack: Stack, watched: Watched
+) -> None:
+    page = watched.page
+    sign_in(page, stack, stack.admin_username, stack.admin_password)
+    expect(page.locator("tbody tr").first).to_be_visible()
+    expired = {
+        "type": "/problems/invalid-token",
+        "title": "Invalid token",
+        "status": 401,
+        "detail": "expired",
+    }
+    refused: list[str] = []
+
+    def expire_once(route: Route) -> None:
+        if refused:
+            route.continue_()
+            return
+        refused.append(route.request.headers["authorization"])
+        route.fulfill(status=401, json=expired, headers={"Content-Type": "application/problem+json"})
+
+    page.route("**/api/admin/users?*", expire_once)
+    with page.expect_response(lambda r: urlsplit(r.url).path == "/api/auth/refresh") as refresh:
+        page.get_by_role("button", name="Apply filters").click()
+    expect(page.locator("tbody tr").first).to_be_visible()
+
+    assert refresh.value.status == 200
+    retried = [r for r in watched.requests if urlsplit(r.url).path == "/api/admin/users"][-1]
+    assert retried.headers["authorization"] != refused[0]  # the new access token
+    assert retried.headers["authorization"] == f"Bearer {refresh.value.json()['access_token']}"
+    expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
     watched.assert_clean()
 
 

@@ -151,9 +151,11 @@ export async function apiResponse(method, path, {query, body, headers} = {}) {
     throw new ApiProblem(401, {title: "Signed out", detail: "Sign in to continue."});
   }
   const options = {query, body, headers};
-  let answer = await send(method, path, {...options, token: state.access});
+  const used = state.access;
+  let answer = await send(method, path, {...options, token: used});
   if (answer.status === 401 && state.refresh) {
-    await refreshOnce();
+    // A call that raced another one's refresh just retries with the token that came of it.
+    if (state.access === used) await refreshOnce();
     answer = await send(method, path, {...options, token: state.access});
     if (answer.status === 401) endSession(SESSION_OVER);
   }
