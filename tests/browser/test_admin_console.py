@@ -154,6 +154,30 @@ def test_users_come_in_keyset_pages(stack: Stack, watched: Watched) -> None:
     watched.assert_clean()
 
 
+def test_password_reset_and_token_revocation_sign_the_user_out(stack: Stack, watched: Watched) -> None:
+    page = watched.page
+    member = create_user(stack, stack.access_token(), prefix="reset")
+    token = api_login(stack, member)["access_token"]
+    sign_in(page, stack, stack.admin_username, stack.admin_password)
+    find_user(page, member)
+
+    page.get_by_role("button", name="Revoke all tokens").click()
+    page.get_by_role("dialog").get_by_role("button", name="Revoke all tokens").click()
+    expect(page.get_by_role("status")).to_have_text(f"Every token of {member.username} is revoked.")
+    assert api_call(stack, "GET", "/api/auth/me", token).status_code == 401
+
+    token = api_login(stack, member)["access_token"]
+    fresh = secrets.token_urlsafe(16)
+    page.get_by_label("New password").fill(fresh)
+    page.get_by_role("button", name="Reset password").click()
+    page.get_by_role("dialog").get_by_role("button", name="Reset password").click()
+    expect(page.get_by_role("status")).to_have_text(f"The password of {member.username} is reset.")
+    assert api_call(stack, "GET", "/api/auth/me", token).status_code == 401
+    assert api_login(stack, ApiUser(member.id, member.username, fresh, member.role))["access_token"]
+    assert axe_violations(page) == []
+    watched.assert_clean()
+
+
 def test_a_refused_action_shows_the_api_problem(stack: Stack, watched: Watched) -> None:
     page = watched.page
     taken = create_user(stack, stack.access_token(), prefix="taken")
