@@ -354,7 +354,9 @@ def test_first_load_is_under_the_budget(stack: Stack, browser: Browser) -> None:
 
 
 @pytest.mark.sqlite
-def test_the_embedded_default_serves_a_working_console(browser: Browser, tmp_path: Path) -> None:
+def test_the_embedded_default_serves_a_working_console_and_its_refusals(
+    browser: Browser, tmp_path: Path
+) -> None:
     port, password = free_port(), secrets.token_urlsafe(18)
     env = {
         "STATSAPI_ENV": "development",
@@ -370,5 +372,15 @@ def test_the_embedded_default_serves_a_working_console(browser: Browser, tmp_pat
         seen.page.get_by_label("Username").fill("admin")
         seen.page.get_by_label("Password").fill(password)
         seen.page.get_by_role("button", name="Sign in").click()
-        expect(seen.page.get_by_role("button", name="Manage admin")).to_be_visible()
+        seen.page.get_by_role("button", name="Manage admin").click()
+        # The only admin there: the API's last-admin guard refuses, and the console says why.
+        seen.page.get_by_role("button", name="user", exact=True).click()
+        seen.page.get_by_label("Reason (required, kept in the audit log)").fill("leaving")
+        seen.page.get_by_role("button", name="Review role change").click()
+        seen.page.get_by_role("dialog").get_by_role("button", name="Change role").click()
+        refusal = seen.page.locator(".manage [role=alert]")
+        expect(refusal.locator(".problem-title")).to_have_text("Conflict")
+        expect(refusal.locator(".problem-detail")).to_have_text(
+            "This is the last active admin; promote another admin first."
+        )
         seen.assert_clean()
