@@ -169,7 +169,7 @@ def test_list_users_by_part_of_the_username(factory: Factory, as_admin: Actor) -
     assert [u["username"] for u in rest.get_json()["items"]] == ["carol.ops"]
     other = as_admin.get(USERS, query_string={"username": "dave", "limit": 3, "cursor": first["next_cursor"]})
     assert_problem(other, 422, "/problems/invalid-cursor")
-    for bad in ("", "x" * 65):
+    for bad in ("", "x" * 65, "a\x00b"):
         assert_problem(as_admin.get(USERS, query_string={"username": bad}), 422, error_keys={"username"})
 
 
