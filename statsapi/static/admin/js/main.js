@@ -59,13 +59,15 @@ function showSignIn(message = "") {
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    attemptSignIn(username.value.trim(), password.value, {submit, feedback, password});
+    attemptSignIn({username, password, submit, feedback});
   });
   replace(container, el("section", {class: "signin-wrap"}, form));
   username.focus();
 }
 
-async function attemptSignIn(username, password, {submit, feedback, password: passwordInput}) {
+async function attemptSignIn({username: usernameInput, password: passwordInput, submit, feedback}) {
+  const username = usernameInput.value.trim();
+  const password = passwordInput.value;
   replace(feedback);
   if (!username || !password) {
     replace(feedback, problemBox(new ApiProblem(0, {title: "Missing details", detail: "Enter your username and password."})));
