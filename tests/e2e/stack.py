@@ -504,7 +504,11 @@ class StackBase:
         return self.login(self.admin_username, self.admin_password)
 
     def login(self, username: str, password: str, base_url: str | None = None) -> str:
-        """An access token: through nginx from a fresh client address (nginx allows a few
+        """An access token (see ``token_pair``)."""
+        return str(self.token_pair(username, password, base_url)["access_token"])
+
+    def token_pair(self, username: str, password: str, base_url: str | None = None) -> dict[str, Any]:
+        """A fresh token pair: through nginx from a fresh client address (nginx allows a few
         logins per address), or straight at ``base_url`` (one replica)."""
         with self.client() as session:
             response = session.post(
@@ -513,7 +517,8 @@ class StackBase:
                 timeout=30,
             )
         assert response.status_code == 200, response.text
-        return str(response.json()["access_token"])
+        pair: dict[str, Any] = response.json()
+        return pair
 
     def flask(self, *args: str, as_owner: bool = False) -> subprocess.CompletedProcess[str]:
         return run_flask(self.owner_env if as_owner else self.env, *args)

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from statsapi.http.headers import _DOCS_CSP
+
 from .stack import (
     ANONYMOUS_LIMIT,
     NGINX_ERRORS,
@@ -25,6 +27,7 @@ pytestmark = pytest.mark.e2e
 
 PROBLEM_JSON = "application/problem+json"
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+CONSOLE_CSP = _DOCS_CSP["/admin"]
 
 
 def assert_security_headers(response: requests.Response) -> None:
@@ -72,6 +75,18 @@ def test_docs_get_their_own_csp_without_unsafe_eval(stack: Stack) -> None:
     assert "script-src 'self'" in csp
     assert "unsafe-eval" not in csp
     assert "frame-ancestors 'none'" in csp
+
+
+def test_admin_console_gets_its_strict_csp_through_nginx(stack: Stack) -> None:
+    with stack.client() as https:
+        page = https.get(f"{stack.https_url}/admin", timeout=5)
+        script = https.get(f"{stack.https_url}/admin/assets/js/core.js", timeout=5)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert_security_headers(page)
+    # The edge's copy only (the app's is hidden), and the same words as the app's.
+    assert page.raw.headers.getlist("Content-Security-Policy") == [CONSOLE_CSP]
+    assert "'unsafe-inline'" not in CONSOLE_CSP and "form-action 'none'" in CONSOLE_CSP
+    assert script.status_code == 200 and script.headers["Content-Type"].startswith("text/javascript")
 
 
 def test_ready_through_nginx(stack: Stack) -> None:
