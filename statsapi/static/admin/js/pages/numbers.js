@@ -144,8 +144,10 @@ function totalsTable(body) {
   );
 }
 
+/** One line a request; a new day range replaces the line of the previous one. */
 function cacheStatus(list, result, label) {
   const hit = result.cache === "HIT";
+  list.querySelector(`li[data-group="${result.groupBy}"]`)?.remove();
   list.append(
     el(
       "li",
