@@ -15,7 +15,16 @@ setup(
     ],
     package_dir={"statsapi.migrations": "migrations"},
     package_data={
-        "statsapi": ["templates/*.html", "static/*.js", "static/*.css", "static/*.ico", "static/vendor/redoc/*.js"],
+        "statsapi": [
+            "templates/*.html",
+            "static/*.js",
+            "static/*.css",
+            "static/*.ico",
+            "static/vendor/redoc/*.js",
+            "static/admin/*.css",
+            "static/admin/js/*.js",
+            "static/admin/js/pages/*.js",
+        ],
         "statsapi.migrations": ["script.py.mako"],
     },
 )

@@ -34,6 +34,7 @@ Invocation = Literal["serve", "command", "help"]
 # flask's own options that take a value (the next word is not a command name).
 _FLASK_VALUE_OPTIONS = {"-A", "--app", "-e", "--env-file"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LISTENING = re.compile(r"Running on (https?://\S+)")
 RECOVER_HINT = "lost the admin password? reset it with: flask --app statsapi set-password {username}"
 
 
@@ -67,7 +68,11 @@ class _PlainText(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return text if self._colour else _ANSI.sub("", text)
+        text = text if self._colour else _ANSI.sub("", text)
+        listening = _LISTENING.search(_ANSI.sub("", text))
+        if listening:  # where the admin console is, right under where the server listens
+            text += f"\n * Admin console: {listening.group(1)}/admin"
+        return text
 
 
 def plain_dev_server_log() -> None:

@@ -281,6 +281,7 @@ def test_dev_server_banner_is_plain_text(tmp_path: Path) -> None:
     assert f"Running on http://127.0.0.1:{port}" in err
     banner = [line for line in (out + err).splitlines() if "Running on" in line]
     assert banner == [f" * Running on http://127.0.0.1:{port}"]
+    assert f" * Admin console: http://127.0.0.1:{port}/admin" in err.splitlines()
     assert "\x1b[" not in out + err
     assert "username: admin" in err  # first run: the admin and its password, as plain text
     # Production-style JSON stays for the app's own lines.

@@ -11,7 +11,8 @@ from flask import Flask, Response, request
 # The API answers JSON and never needs a browser to run anything. The two documentation
 # pages load everything from this host; what each needs beyond 'self' was found by
 # running them in Chromium under this policy (tests/browser): Swagger UI, data: images;
-# ReDoc, injected <style> elements and a search Worker built from a Blob.
+# ReDoc, injected <style> elements and a search Worker built from a Blob. The admin
+# console needs nothing beyond its own origin.
 _API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 _DOCS_CSP = {
     "/docs": (
@@ -22,6 +23,12 @@ _DOCS_CSP = {
         "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
         "connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; "
         "form-action 'self'; object-src 'none'"
+    ),
+    # The admin console (resources.console): its own scripts and styles only, nothing inline,
+    # and the API on this origin; forms are handled by its scripts, never submitted.
+    "/admin": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     ),
 }
 _ALWAYS = {

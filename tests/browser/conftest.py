@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from tests.e2e.stack import REDIS_URL, Stack, shared_stack
-from tests.redis_tools import delete_keys
+from tests.browser.admin_tools import VIEWPORT, Watched, fresh_ip_budget, watch
+from tests.e2e.stack import Stack, shared_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -55,4 +55,11 @@ def fresh_browser_budget(stack: Stack) -> None:
     """Chromium always connects from 127.0.0.1, so every browser test spends the same
     anonymous per-IP budget (pages, /openapi.json, the token endpoint); each test starts
     with a fresh one, whatever ran before it."""
-    delete_keys(REDIS_URL, f"{stack.redis_prefix}limits:*:ip:127.0.0.1")
+    fresh_ip_budget(stack)
+
+
+@pytest.fixture
+def watched(browser: Browser) -> Iterator[Watched]:
+    """A page in a fresh context (1366x768, a laptop screen), recording what it does."""
+    with watch(browser, viewport=VIEWPORT) as seen:
+        yield seen

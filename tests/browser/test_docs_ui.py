@@ -7,83 +7,19 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, Request, expect
+from playwright.sync_api import Locator, Page, expect
 
+from tests.browser.admin_tools import TIMEOUT_MS, Watched
 from tests.e2e.stack import ROOT, Stack
 
 pytestmark = pytest.mark.browser
 
-TIMEOUT_MS = 20_000
 REDOC_BUNDLE = ROOT / "statsapi" / "static" / "vendor" / "redoc" / "redoc.standalone.js"
 REDOCLY_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
-# Playwright adds this script before any of the page's own: it records every CSP
-# violation the browser reports (the page's CSP does not apply to injected scripts).
-RECORD_CSP_VIOLATIONS = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", (e) => {
-  window.__cspViolations.push({directive: e.violatedDirective, blocked: e.blockedURI, sample: e.sample});
-});
-"""
-
-
-@dataclass
-class Watched:
-    page: Page
-    console: list[str] = field(default_factory=list)
-    requests: list[Request] = field(default_factory=list)
-    failures: dict[str, str] = field(default_factory=dict)
-
-    def csp_violations(self) -> list[str]:
-        """What the page reported (securitypolicyviolation) and what Chromium logged."""
-        reported: list[dict[str, Any]] = self.page.evaluate("window.__cspViolations || []")
-        events = [f"{v['directive']} blocked {v['blocked']} {v['sample']}".strip() for v in reported]
-        logged = [m for m in self.console if "Content Security Policy" in m or "Content-Security-Policy" in m]
-        return [*events, *logged]
-
-    def foreign_requests(self) -> list[str]:
-        """Requests that tried to leave this machine: anything but loopback, data: and blob:,
-        except those the CSP stopped inside the browser (they never reach the network)."""
-        foreign = []
-        for request in self.requests:
-            parts = urlsplit(request.url)
-            if parts.scheme in {"data", "blob"} or parts.hostname in {"127.0.0.1", "localhost", "::1"}:
-                continue
-            if self.failures.get(request.url) in {"csp", "net::ERR_BLOCKED_BY_CSP"}:
-                continue
-            foreign.append(f"{request.url} ({self.failures.get(request.url, 'sent')})")
-        return foreign
-
-
-@pytest.fixture
-def watched(browser: Browser) -> Iterator[Watched]:
-    # The throwaway certificate is not in Chromium's trust store; TLS itself is proven
-    # by tests/e2e, here we look at what the page does.
-    context = browser.new_context(ignore_https_errors=True, service_workers="block")
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.add_init_script(RECORD_CSP_VIOLATIONS)
-    seen = Watched(page)
-
-    def on_console(message: ConsoleMessage) -> None:
-        seen.console.append(f"{message.type}: {message.text}")
-
-    def on_request(request: Request) -> None:
-        seen.requests.append(request)
-
-    def on_request_failed(request: Request) -> None:
-        seen.failures[request.url] = request.failure or "failed"
-
-    page.on("console", on_console)
-    page.on("request", on_request)
-    page.on("requestfailed", on_request_failed)
-    yield seen
-    context.close()
 
 
 def test_swagger_ui_renders_and_try_it_out_calls_the_api(stack: Stack, watched: Watched) -> None:

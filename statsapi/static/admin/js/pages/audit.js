@@ -1,0 +1,6 @@
+// Placeholder: the audit page is being written.
+import {el, replace} from "../core.js";
+
+export async function render(main) {
+  replace(main, el("h1", {}, "Audit"), el("p", {}, "Coming soon."));
+}
