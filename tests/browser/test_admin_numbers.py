@@ -40,6 +40,7 @@ SPENDING = {
     "travel": (-880, -70),
 }
 FIRST_LOAD_BUDGET = 300_000  # bytes, issue 10
+GROUPS = ("month", "category", "day")
 
 
 @dataclass
@@ -56,7 +57,9 @@ def realistic_records(rng: random.Random) -> list[dict[str, Any]]:
 
     def add(amount: float, currency: str, category: str, month: str, day: int) -> None:
         stamp = f"{month}-{day:02d}T{rng.randint(6, 21):02d}:{rng.randint(0, 59):02d}:00Z"
-        records.append({"amount": f"{amount:.2f}", "currency": currency, "category": category, "occurred_at": stamp})
+        records.append(
+            {"amount": f"{amount:.2f}", "currency": currency, "category": category, "occurred_at": stamp}
+        )
 
     for index, month in enumerate(MONTHS):
         add(3150 + 40 * index, "EUR", "salary", month, 1)
@@ -120,7 +123,8 @@ def bars(page: Page, chart: str, series: str) -> dict[str, float]:
     found = page.locator(f'figure[data-chart="{chart}"] g.series[data-series="{series}"] rect.bar')
     attribute = "height" if not chart.startswith("category") else "width"
     return {
-        bar.get_attribute("data-key") or "": float(bar.get_attribute(attribute) or "nan") for bar in found.all()
+        bar.get_attribute("data-key") or "": float(bar.get_attribute(attribute) or "nan")
+        for bar in found.all()
     }
 
 
@@ -143,44 +147,54 @@ def open_numbers(page: Page, stack: Stack, user: ApiUser, owner: ApiUser) -> Non
     expect(page.locator("table.totals")).to_be_visible()
 
 
+def cache_line(page: Page, group: str) -> Locator:
+    return page.locator(f'[data-testid="cache-status"] li[data-group="{group}"]')
+
+
+def assert_totals_shown(page: Page, totals: dict[str, dict[str, Any]]) -> None:
+    """The totals table says what the API said, to the last digit."""
+    for currency, figures in totals.items():
+        row = page.locator(f'table.totals tr[data-currency="{currency}"]')
+        assert row.locator('td[data-field="count"]').inner_text() == str(figures["count"])
+        for field in ("sum", "avg", "min", "max"):
+            assert plain(row.locator(f'td[data-field="{field}"]').inner_text(), currency) == figures[field]
+
+
+def assert_charted(page: Page, axis: str, groups: list[dict[str, Any]], currencies: tuple[str, ...]) -> None:
+    """The counts chart (a series per currency) and each currency's sums chart draw a bar
+    for each group with records in that currency, in proportion to its figure."""
+    for currency in currencies:
+        sums = per_currency(groups, currency, "sum")
+        assert_in_proportion(bars(page, f"{axis}-sum-{currency}", currency), sums)
+        assert_in_proportion(bars(page, f"{axis}-count", currency), per_currency(groups, currency, "count"))
+
+
 def test_numbers_show_the_api_totals_and_draw_them(
     stack: Stack, watched: Watched, household: Seeded, admin: ApiUser
 ) -> None:
     page = watched.page
+    owner_id = household.owner.id
     sign_in_as(page, stack, admin, route="numbers")
-    page.get_by_label("Owner id").fill(str(household.owner.id))
+    page.get_by_label("Owner id").fill(str(owner_id))
     page.get_by_role("button", name="Show numbers").click()
     expect(page.locator(".summary")).to_contain_text(f"{len(household.records)} records in 2 currencies")
 
-    month, _ = api_get(stack, "/api/stats", owner_id=household.owner.id, group_by="month")
-    for currency, totals in month["totals"].items():
-        row = page.locator(f'table.totals tr[data-currency="{currency}"]')
-        assert row.locator('td[data-field="count"]').inner_text() == str(totals["count"])
-        for field in ("sum", "avg", "min", "max"):
-            assert plain(row.locator(f'td[data-field="{field}"]').inner_text(), currency) == totals[field]
-
-    groups = month["groups"]
-    for currency in ("EUR", "USD"):  # a bar for each month with records, sized by its sum
-        assert_in_proportion(bars(page, f"month-sum-{currency}", currency), per_currency(groups, currency, "sum"))
-        assert_in_proportion(bars(page, "month-count", currency), per_currency(groups, currency, "count"))
-    assert sorted(bars(page, "month-sum-EUR", "EUR")) == list(MONTHS)
-
-    categories, _ = api_get(stack, "/api/stats", owner_id=household.owner.id, group_by="category")
-    for currency in ("EUR", "USD"):
-        counts = per_currency(categories["groups"], currency, "count")
-        assert_in_proportion(bars(page, "category-count", currency), counts)
+    month, _ = api_get(stack, "/api/stats", owner_id=owner_id, group_by="month")
+    assert_totals_shown(page, month["totals"])
+    assert_charted(page, "month", month["groups"], ("EUR", "USD"))
+    assert sorted(bars(page, "month-sum-EUR", "EUR")) == list(MONTHS)  # one bar a month with records
+    categories, _ = api_get(stack, "/api/stats", owner_id=owner_id, group_by="category")
+    assert_charted(page, "category", categories["groups"], ("EUR", "USD"))
     labels = page.locator('figure[data-chart="category-count"] table th[scope="row"]').all_text_contents()
     assert XSS in labels  # the figures table (the chart's text alternative) shows it as text
 
     page.get_by_label("Days from (UTC)").fill("2026-02-01")
     page.get_by_label("Days to (UTC, inclusive)").fill("2026-02-28")
     page.get_by_role("button", name="Show days").click()
-    expect(page.locator('[data-testid="cache-status"] li[data-group="day"]')).to_contain_text("2026-02-01 to 2026-02-28")
-    days, _ = api_get(
-        stack, "/api/stats", owner_id=household.owner.id, group_by="day", **{"from": "2026-02-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"}
-    )
-    for currency in ("EUR", "USD"):
-        assert_in_proportion(bars(page, f"day-sum-{currency}", currency), per_currency(days["groups"], currency, "sum"))
+    expect(cache_line(page, "day")).to_contain_text("2026-02-01 to 2026-02-28")
+    february = {"from": "2026-02-01T00:00:00Z", "to": "2026-03-01T00:00:00Z"}
+    days, _ = api_get(stack, "/api/stats", owner_id=owner_id, group_by="day", **february)
+    assert_charted(page, "day", days["groups"], ("EUR", "USD"))
     assert (page.locator('figure[data-chart="day-count"] desc').text_content() or "").startswith("28 days")
 
     page.evaluate("window.scrollTo(0, 0)")
@@ -188,33 +202,40 @@ def test_numbers_show_the_api_totals_and_draw_them(
     watched.assert_clean()
 
 
-def cache_shown(page: Page, group: str) -> str:
-    return page.locator(f'[data-testid="cache-status"] li[data-group="{group}"]').get_attribute("data-cache") or ""
-
-
 def test_numbers_show_the_cache_status_the_api_sent(
     stack: Stack, watched: Watched, household: Seeded, admin: ApiUser, stats_calls: list[Response]
 ) -> None:
     page = watched.page
     open_numbers(page, stack, admin, household.owner)
-    sent = {call.url: call.header_value("x-cache") for call in stats_calls}
-    month_call = next(call for call in stats_calls if "group_by=month" in call.url)
-    assert cache_shown(page, "month") == sent[month_call.url]
-    assert cache_shown(page, "category") in {"HIT", "MISS"}
+    expect(cache_line(page, "day")).to_be_visible()
+    sent = {
+        group: call.header_value("x-cache")
+        for call in stats_calls
+        for group in GROUPS
+        if f"group_by={group}" in call.url
+    }
+    assert sent.keys() == set(GROUPS)
+    assert {group: cache_line(page, group).get_attribute("data-cache") for group in GROUPS} == sent
 
     calls_before = len(stats_calls)
     page.get_by_role("button", name="Show numbers").click()  # the same filters again: cached now
-    expect(page.locator('[data-testid="cache-status"] li[data-group="month"]')).to_contain_text("HIT")
+    expect(cache_line(page, "month")).to_contain_text("HIT (served from the cache)")
     again = [call for call in stats_calls[calls_before:] if "group_by=month" in call.url]
     assert [call.header_value("x-cache") for call in again] == ["HIT"]
-    expect(page.locator('[data-testid="cache-status"] li[data-group="month"]')).to_contain_text("served from the cache")
     watched.assert_clean()
 
 
+BIG = {
+    "amount": "9999999999999.99",
+    "currency": "CHF",
+    "category": "bonds",
+    "occurred_at": "2026-04-01T09:00:00Z",
+}
+
+
 def test_totals_show_every_digit_of_the_api_sums(stack: Stack, watched: Watched, admin: ApiUser) -> None:
-    """Sixteen significant digits: a float would show 99999999999999.91."""
-    big = [{"amount": "9999999999999.99", "currency": "CHF", "category": "bonds", "occurred_at": "2026-04-01T09:00:00Z"}]
-    owner = seed(stack, big * 10, "precise").owner
+    """Sixteen significant digits: through a float the sum would read 99999999999999.91."""
+    owner = seed(stack, [BIG] * 10, "precise").owner
     assert f"{float('99999999999999.90'):.2f}" != "99999999999999.90"  # what the page must not do
 
     open_numbers(watched.page, stack, admin, owner)
@@ -234,7 +255,9 @@ def test_records_pages_and_a_markup_category_shown_as_text(
     page = watched.page
     sign_in_as(page, stack, admin, route=f"records?owner_id={household.owner.id}")
     first, _ = api_get(stack, "/api/records", owner_id=household.owner.id, limit=50)
-    second, _ = api_get(stack, "/api/records", owner_id=household.owner.id, limit=50, cursor=first["next_cursor"])
+    second, _ = api_get(
+        stack, "/api/records", owner_id=household.owner.id, limit=50, cursor=first["next_cursor"]
+    )
     expect(page.locator("table.records tbody tr")).to_have_count(50)
     assert record_ids(page) == [r["id"] for r in first["items"]]
     page.get_by_role("button", name="Next page").click()
@@ -283,11 +306,15 @@ def change_category(stack: Stack, seeded: Seeded, record_id: int, category: str)
     auth = {"Authorization": f"Bearer {seeded.token}"}
     with stack.client() as session:
         etag = session.get(url, headers=auth, timeout=10).headers["ETag"]
-        changed = session.patch(url, json={"category": category}, headers={**auth, "If-Match": etag}, timeout=10)
+        changed = session.patch(
+            url, json={"category": category}, headers={**auth, "If-Match": etag}, timeout=10
+        )
     assert changed.status_code == 200, changed.text
 
 
-def test_an_admin_sees_the_record_audit_trail(stack: Stack, watched: Watched, household: Seeded, admin: ApiUser) -> None:
+def test_an_admin_sees_the_record_audit_trail(
+    stack: Stack, watched: Watched, household: Seeded, admin: ApiUser
+) -> None:
     record = next(r for r in household.records if r["category"] == "groceries")
     change_category(stack, household, record["id"], "farmers market")
     trail, _ = api_get(stack, "/api/admin/audit", target=f"record:{record['id']}")

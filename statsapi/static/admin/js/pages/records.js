@@ -7,6 +7,7 @@ import {filterForm, readValues, remember, toQuery} from "../filters.js";
 
 const PAGE_SIZE = 50;
 const AUDIT_PAGE_SIZE = 20;
+const FILTERS = "Filters (as GET /api/records takes them)";
 const FIELDS = [
   ["id", "Id"],
   ["owner_id", "Owner id"],
@@ -59,7 +60,7 @@ async function renderList(main, params) {
   main.append(
     el("h1", {}, "Records"),
     el("p", {class: "lead"}, "Every record you may see, newest first. Read-only: the console changes no records."),
-    filterForm({prefix: "records", values, legend: "Filters (the same as GET /api/records)", submitLabel: "Show records", onApply: apply}),
+    filterForm({prefix: "records", values, legend: FILTERS, submitLabel: "Show records", onApply: apply}),
     pages.element,
   );
   await pages.reload();
@@ -89,7 +90,8 @@ function changes(event) {
   const before = event.before || {};
   const after = event.after || {};
   const names = [...new Set([...Object.keys(before), ...Object.keys(after)])];
-  const changed = names.filter((n) => !event.before || !event.after || JSON.stringify(before[n]) !== JSON.stringify(after[n]));
+  const differs = (n) => JSON.stringify(before[n]) !== JSON.stringify(after[n]);
+  const changed = event.before && event.after ? names.filter(differs) : names;
   const rows = changed.map((n) =>
     el(
       "tr",
@@ -108,7 +110,14 @@ function auditItem(event) {
   return el(
     "li",
     {class: "audit-event", "data-action": event.action},
-    el("p", {class: "audit-head"}, el("time", {datetime: event.occurred_at}, formatTime(event.occurred_at)), " · ", el("strong", {}, event.action), ` · by ${actor}`),
+    el(
+      "p",
+      {class: "audit-head"},
+      el("time", {datetime: event.occurred_at}, formatTime(event.occurred_at)),
+      " · ",
+      el("strong", {}, event.action),
+      ` · by ${actor}`,
+    ),
     event.reason ? el("p", {class: "audit-reason"}, `Reason: ${event.reason}`) : null,
     changes(event),
     event.request_id ? el("p", {class: "audit-request"}, `Request id: ${event.request_id}`) : null,
@@ -124,7 +133,10 @@ function auditEvents(items) {
 async function auditTrail(id) {
   const pages = pager({
     label: "Audit trail",
-    load: (cursor) => api("GET", "/api/admin/audit", {query: {target: `record:${id}`, limit: AUDIT_PAGE_SIZE, cursor}}),
+    load: (cursor) => {
+      const query = {target: `record:${id}`, limit: AUDIT_PAGE_SIZE, cursor};
+      return api("GET", "/api/admin/audit", {query});
+    },
     show: auditEvents,
   });
   await pages.reload();
@@ -132,11 +144,13 @@ async function auditTrail(id) {
 }
 
 function section(...children) {
-  return el("section", {class: "record-audit", "aria-labelledby": "record-audit-title"}, el("h2", {id: "record-audit-title"}, "Audit trail"), ...children);
+  const title = el("h2", {id: "record-audit-title"}, "Audit trail");
+  return el("section", {class: "record-audit", "aria-labelledby": title.id}, title, children);
 }
 
 function auditNote() {
-  return section(el("p", {class: "note", "data-testid": "audit-note"}, "The audit log is for admins: ask an admin who changed this record and when."));
+  const note = "The audit log is for admins: ask an admin who changed this record and when.";
+  return section(el("p", {class: "note", "data-testid": "audit-note"}, note));
 }
 
 async function renderRecord(main, id) {
@@ -149,7 +163,8 @@ export async function render(main, params) {
   const [, id] = params.path;
   if (id === undefined) return renderList(main, params);
   if (!/^[1-9][0-9]{0,18}$/.test(id)) {
-    main.append(el("h1", {}, "Records"), el("p", {role: "alert"}, "That is not a record id: record ids are whole numbers."));
+    const problem = "That is not a record id: record ids are whole numbers.";
+    main.append(el("h1", {}, "Records"), el("p", {role: "alert"}, problem));
     return;
   }
   return renderRecord(main, id);
