@@ -197,7 +197,7 @@ def test_numbers_show_the_api_totals_and_draw_them(
     assert_charted(page, "day", days["groups"], ("EUR", "USD"))
     assert (page.locator('figure[data-chart="day-count"] desc').text_content() or "").startswith("28 days")
 
-    page.evaluate("window.scrollTo(0, 0)")
+    page.locator("#numbers-totals").evaluate("heading => heading.scrollIntoView()")  # totals and months
     screenshot(page, "admin-numbers")
     watched.assert_clean()
 
