@@ -150,6 +150,29 @@ def test_list_users_filters_and_pages(client: FlaskClient, factory: Factory, as_
     assert_problem(as_admin.get(USERS, query_string={"role": "boss"}), 422, error_keys={"role"})
 
 
+def test_list_users_by_part_of_the_username(factory: Factory, as_admin: Actor) -> None:
+    for name in ("carol.ops", "caroline", "bob_carol", "dave", "d.carol"):
+        factory.user(username=name, role="analyst" if name == "caroline" else "user")
+
+    def names(**query: Any) -> list[str]:
+        return [u["username"] for u in as_admin.get(USERS, query_string=query).get_json()["items"]]
+
+    assert names(username="CAROL") == ["d.carol", "bob_carol", "caroline", "carol.ops"]  # newest first
+    assert names(username="carol", role="analyst") == ["caroline"]
+    # LIKE's wildcards are plain characters here: "_" is an underscore, "%" matches no name.
+    assert names(username="_carol") == ["bob_carol"]
+    assert names(username="%") == []
+    assert names(username="nobody") == []
+    # A cursor belongs to its filters: paging a search stays inside it.
+    first = as_admin.get(USERS, query_string={"username": "carol", "limit": 3}).get_json()
+    rest = as_admin.get(USERS, query_string={"username": "carol", "limit": 3, "cursor": first["next_cursor"]})
+    assert [u["username"] for u in rest.get_json()["items"]] == ["carol.ops"]
+    other = as_admin.get(USERS, query_string={"username": "dave", "limit": 3, "cursor": first["next_cursor"]})
+    assert_problem(other, 422, "/problems/invalid-cursor")
+    for bad in ("", "x" * 65):
+        assert_problem(as_admin.get(USERS, query_string={"username": bad}), 422, error_keys={"username"})
+
+
 def test_get_unknown_user_is_404(as_admin: Actor) -> None:
     assert_problem(as_admin.get(f"{USERS}/9999"), 404, detail="User 9999 was not found.")
 
@@ -409,6 +432,26 @@ def test_audit_filters(factory: Factory, as_admin: Actor, as_user: Actor) -> Non
     future = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).isoformat().replace("+00:00", "Z")
     assert _audit(as_admin, since=future) == []
     assert len(_audit(as_admin, since="2000-01-01T00:00:00+02:00")) == 4
+
+
+def test_audit_time_range_is_half_open(factory: Factory, as_admin: Actor, as_user: Actor) -> None:
+    _scenario(factory, as_admin, as_user)
+    everything = _audit(as_admin)
+    oldest_first = list(reversed(everything))
+    start, end = oldest_first[1]["occurred_at"], oldest_first[3]["occurred_at"]
+
+    window = _audit(as_admin, since=start, until=end)
+
+    assert [e["id"] for e in window] == [
+        e["id"] for e in everything if _instant(start) <= _instant(e["occurred_at"]) < _instant(end)
+    ]
+    assert window  # the first of [since, until) is in, the end is out
+    assert all(_instant(e["occurred_at"]) < _instant(end) for e in window)
+    past = "2000-01-01T00:00:00Z"
+    assert _audit(as_admin, until=past) == []
+    assert len(_audit(as_admin, until="2999-01-01T00:00:00+02:00")) == 4
+    for bad in ("tomorrow", "2026-01-01T00:00:00"):
+        assert_problem(as_admin.get(AUDIT, query_string={"until": bad}), 422, error_keys={"until"})
 
 
 @pytest.mark.parametrize(

@@ -174,6 +174,10 @@ class PasswordChangeSchema(StrictSchema):
 
 
 class UserQueryArgsSchema(PageArgsSchema):
+    username = ma.fields.String(
+        validate=ma.validate.Length(min=1, max=64),
+        metadata={"description": "Users whose username contains this text (case-insensitive)."},
+    )
     role = ma.fields.String(validate=ma.validate.OneOf(ROLE_NAMES))
     is_active = ma.fields.Boolean()
 
@@ -218,3 +222,6 @@ class AuditQueryArgsSchema(PageArgsSchema):
         validate=ma.validate.Length(min=1, max=64), metadata={"description": "e.g. `role.grant`."}
     )
     since = RFC3339DateTime(metadata={"description": "Events at or after this time."})
+    until = RFC3339DateTime(
+        metadata={"description": "Events before this time (with `since`: `[since, until)`)."}
+    )

@@ -130,6 +130,7 @@ def search(
     target: str | None = None,
     action: str | None = None,
     since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
 ) -> list[AuditEvent]:
     """Newest first (ids only grow), ``limit + 1`` rows for paging."""
     query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit + 1)
@@ -146,4 +147,6 @@ def search(
         query = query.where(AuditEvent.action == action)
     if since is not None:
         query = query.where(AuditEvent.occurred_at >= since)
+    if until is not None:
+        query = query.where(AuditEvent.occurred_at < until)
     return list(session.scalars(query))

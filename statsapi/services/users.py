@@ -33,12 +33,17 @@ def search(
     *,
     limit: int,
     after_id: int | None,
+    username: str | None = None,
     role: str | None = None,
     is_active: bool | None = None,
 ) -> list[User]:
+    """Newest first, ``limit + 1`` rows for paging; ``username`` matches a part of the name."""
     query = select(User).order_by(User.id.desc()).limit(limit + 1)
     if after_id is not None:
         query = query.where(User.id < after_id)
+    if username is not None:
+        # Usernames are stored lower-case; "_" and "%" are matched as themselves.
+        query = query.where(User.username.contains(username.lower(), autoescape=True))
     if role is not None:
         query = query.where(User.role == role)
     if is_active is not None:

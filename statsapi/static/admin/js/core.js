@@ -218,7 +218,12 @@ function problemLines(errors, prefix = "") {
 
 // The problem's title and detail (and field errors), announced to screen readers.
 export function problemBox(error) {
-  const problem = error instanceof ApiProblem ? error : new ApiProblem(0, {title: "Error", detail: String(error)});
+  // An ApiProblem, a page's own {title, detail}, or any Error (shown by its message).
+  let problem = error;
+  if (!(error instanceof ApiProblem)) {
+    const plain = error instanceof Error ? {title: "Something went wrong", detail: error.message} : error;
+    problem = new ApiProblem(0, plain && typeof plain === "object" ? plain : {title: String(error)});
+  }
   const lines = problemLines(problem.errors);
   return el(
     "div",
@@ -230,9 +235,15 @@ export function problemBox(error) {
 }
 
 // A short success message in the page's live region.
+let noticeTimer = null;
 export function notify(message) {
   const notice = document.getElementById("notice");
-  if (notice) notice.textContent = message;
+  if (!notice) return;
+  notice.textContent = message;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => {
+    notice.textContent = "";
+  }, 10000);
 }
 
 // A labelled control: <div class="field"><label for=id>text</label>control hint</div>.
