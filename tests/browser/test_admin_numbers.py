@@ -225,6 +225,40 @@ def test_numbers_show_the_cache_status_the_api_sent(
     watched.assert_clean()
 
 
+def test_numbers_filters_are_the_api_filters(
+    stack: Stack, watched: Watched, household: Seeded, admin: ApiUser
+) -> None:
+    """Days in the form, instants in the API: "to" is the last day shown, so the query's
+    exclusive bound is the day after it."""
+    page = watched.page
+    open_numbers(page, stack, admin, household.owner)
+    for label, value in [
+        ("From (UTC)", "2026-02-01"),
+        ("To (UTC, inclusive)", "2026-04-30"),
+        ("Currency", "eur"),
+    ]:
+        page.get_by_label(label, exact=True).fill(value)
+    page.get_by_label("Min amount").fill("-150")
+    page.get_by_label("Max amount").fill("-10.5")
+    page.get_by_role("button", name="Show numbers").click()
+    expect(cache_line(page, "day")).to_contain_text("2026-02-01 to 2026-04-30")
+
+    query = {"from": "2026-02-01T00:00:00Z", "to": "2026-05-01T00:00:00Z", "min_amount": "-150"}
+    query |= {"currency": "EUR", "max_amount": "-10.5", "owner_id": household.owner.id}
+    month, _ = api_get(stack, "/api/stats", group_by="month", **query)
+    assert list(month["totals"]) == ["EUR"]
+    assert_totals_shown(page, month["totals"])
+    assert_charted(page, "month", month["groups"], ("EUR",))
+    assert sorted(bars(page, "month-count", "EUR")) == ["2026-02", "2026-03", "2026-04"]
+    assert "currency=EUR" in page.evaluate("location.hash")  # a reload or a bookmark keeps them
+
+    page.get_by_label("Min amount").fill("12.345.6")
+    page.get_by_role("button", name="Show numbers").click()
+    problem = page.locator(".numbers-results .problem")
+    expect(problem).to_contain_text("min_amount")  # the API's own problem detail, field by field
+    watched.assert_clean()
+
+
 BIG = {
     "amount": "9999999999999.99",
     "currency": "CHF",
