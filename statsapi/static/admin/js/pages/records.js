@@ -2,7 +2,7 @@
 // (#/records/ID). Read-only for everyone: the console never writes a record. Admins also
 // see the record's audit trail; the API keeps the audit log to admins, and so does this page.
 
-import {api, el, formatMoney, formatTime, pager, session} from "../core.js";
+import {ApiProblem, api, el, formatMoney, formatTime, pager, problemBox, session} from "../core.js";
 import {filterForm, readValues, remember, toQuery} from "../filters.js";
 
 const PAGE_SIZE = 50;
@@ -153,10 +153,18 @@ function auditNote() {
   return section(el("p", {class: "note", "data-testid": "audit-note"}, note));
 }
 
+/** The record, and for admins its audit trail: that outlives the record (a delete keeps
+ * the deleted content), so an admin following a deleted record still sees who and when. */
 async function renderRecord(main, id) {
   main.append(el("p", {}, el("a", {href: "#/records"}, "← All records")), el("h1", {}, `Record ${id}`));
-  const record = await api("GET", `/api/records/${id}`);
-  main.append(recordDetails(record), session().role === "admin" ? await auditTrail(id) : auditNote());
+  let details;
+  try {
+    details = recordDetails(await api("GET", `/api/records/${id}`));
+  } catch (error) {
+    if (!(error instanceof ApiProblem && error.status === 404)) throw error;
+    details = problemBox(error);
+  }
+  main.append(details, session().role === "admin" ? await auditTrail(id) : auditNote());
 }
 
 export async function render(main, params) {
