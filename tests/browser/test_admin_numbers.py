@@ -311,6 +311,9 @@ def test_records_pages_and_a_markup_category_shown_as_text(
     expect(page.locator('dd[data-field="category"]')).to_have_text(XSS)
     expect(page.locator('[data-testid="audit-trail"] td.after', has_text="onerror").first).to_have_text(XSS)
     assert page.locator("main img").count() == 0
+    page.get_by_role("link", name="Back to the records").click()  # to the list as it was filtered
+    expect(page.locator("table.records td.category")).to_have_text([XSS])
+    expect(page.get_by_label("Category")).to_have_value(XSS)
 
     assert not [p for p in watched.paths() if p.rstrip("/").endswith("/x")]  # no image fetched
     watched.assert_clean()

@@ -8,6 +8,8 @@ import {filterForm, readValues, remember, toQuery} from "../filters.js";
 const PAGE_SIZE = 50;
 const AUDIT_PAGE_SIZE = 20;
 const FILTERS = "Filters (as GET /api/records takes them)";
+// The list as last filtered: a record's "back" link returns to it, filters and all.
+let listRoute = "#/records";
 const FIELDS = [
   ["id", "Id"],
   ["owner_id", "Owner id"],
@@ -47,6 +49,7 @@ function recordsTable(items) {
 
 async function renderList(main, params) {
   let values = readValues(params.query);
+  listRoute = window.location.hash || "#/records";
   const pages = pager({
     label: "Records",
     load: (cursor) => api("GET", "/api/records", {query: {...toQuery(values), limit: PAGE_SIZE, cursor}}),
@@ -55,6 +58,7 @@ async function renderList(main, params) {
   const apply = (chosen) => {
     values = chosen;
     remember("records", values);
+    listRoute = window.location.hash;
     pages.reload();
   };
   main.append(
@@ -156,7 +160,7 @@ function auditNote() {
 /** The record, and for admins its audit trail: that outlives the record (a delete keeps
  * the deleted content), so an admin following a deleted record still sees who and when. */
 async function renderRecord(main, id) {
-  main.append(el("p", {}, el("a", {href: "#/records"}, "← All records")), el("h1", {}, `Record ${id}`));
+  main.append(el("p", {}, el("a", {href: listRoute}, "← Back to the records")), el("h1", {}, `Record ${id}`));
   let details;
   try {
     details = recordDetails(await api("GET", `/api/records/${id}`));
