@@ -8,7 +8,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,10 @@ TRANSFERRED = """
 
 
 # ---- what a page did ------------------------------------------------------------------------
+# The recorder of each page opened with watch(), so axe_violations(page) finds it.
+_watching: dict[int, Watched] = {}
+
+
 @dataclass
 class Watched:
     page: Page
@@ -52,13 +56,27 @@ class Watched:
     requests: list[Request] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     dialogs: list[str] = field(default_factory=list)
+    # What a test tool (axe-core's own <style> elements) made the CSP refuse: not the page's.
+    tool_noise: set[str] = field(default_factory=set)
+
+    def _reported(self) -> list[str]:
+        reported: list[dict[str, Any]] = self.page.evaluate("window.__cspViolations || []")
+        return [f"{v['directive']} blocked {v['blocked']} {v['sample']}".strip() for v in reported]
+
+    def _logged(self) -> list[str]:
+        return [m for m in self.console if "Content Security Policy" in m or "Content-Security-Policy" in m]
 
     def csp_violations(self) -> list[str]:
         """What the page reported (securitypolicyviolation) and what Chromium logged."""
-        reported: list[dict[str, Any]] = self.page.evaluate("window.__cspViolations || []")
-        events = [f"{v['directive']} blocked {v['blocked']} {v['sample']}".strip() for v in reported]
-        logged = [m for m in self.console if "Content Security Policy" in m or "Content-Security-Policy" in m]
-        return [*events, *logged]
+        return [v for v in [*self._reported(), *self._logged()] if v not in self.tool_noise]
+
+    @contextmanager
+    def tool_running(self) -> Iterator[None]:
+        """Violations that appear while a test tool runs in the page are the tool's."""
+        reported, logged = len(self._reported()), len(self._logged())
+        yield
+        self.page.wait_for_timeout(100)  # the browser reports a refusal a moment later
+        self.tool_noise.update(self._reported()[reported:], self._logged()[logged:])
 
     def foreign_requests(self) -> list[str]:
         """Requests that tried to leave this machine: anything but loopback, data: and blob:,
@@ -79,9 +97,10 @@ class Watched:
 
     def assert_clean(self) -> None:
         """No CSP violation, nothing sent to another host, no dialog (alert) opened."""
-        assert self.csp_violations() == []
-        assert self.foreign_requests() == []
-        assert self.dialogs == []
+        violations, foreign = self.csp_violations(), self.foreign_requests()
+        assert violations == [], violations
+        assert foreign == [], foreign
+        assert self.dialogs == [], self.dialogs
 
 
 @contextmanager
@@ -94,7 +113,7 @@ def watch(browser: Browser, **context_options: Any) -> Iterator[Watched]:
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     page.add_init_script(RECORD_CSP_VIOLATIONS)
-    seen = Watched(page)
+    seen = _watching[id(page)] = Watched(page)
 
     def on_console(message: ConsoleMessage) -> None:
         seen.console.append(f"{message.type}: {message.text}")
@@ -116,6 +135,7 @@ def watch(browser: Browser, **context_options: Any) -> Iterator[Watched]:
     try:
         yield seen
     finally:
+        _watching.pop(id(page), None)
         context.close()
 
 
@@ -226,7 +246,9 @@ def axe_violations(page: Page, impacts: tuple[str, ...] = BLOCKING_IMPACTS) -> l
     """axe-core's violations of the given impacts on the page as it is now, one line each."""
     if Axe is None:
         pytest.fail("axe-playwright-python is missing: pip install the dev extra", pytrace=False)
-    results = Axe().run(page).response
+    watched = _watching.get(id(page))
+    with watched.tool_running() if watched else nullcontext():
+        results = Axe().run(page).response
     return [
         f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:5]}"
         for v in results["violations"]
