@@ -378,7 +378,7 @@ def test_an_admin_sees_the_record_audit_trail(
     expect(page.locator("main .problem")).to_be_visible()
     expect(events.first).to_have_attribute("data-action", "record.delete")
     kept = events.first.locator('tr[data-field="category"]')
-    assert (kept.locator("td.before").inner_text(), kept.locator("td.after").inner_text()) == ("travel", "—")
+    assert (kept.locator("td.before").inner_text(), kept.locator("td.after").inner_text()) == ("travel", "(absent)")
     watched.assert_clean()
 
 

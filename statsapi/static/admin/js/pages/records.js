@@ -4,6 +4,7 @@
 
 import {ApiProblem, api, el, formatMoney, formatTime, pager, problemBox, session} from "../core.js";
 import {filterForm, readValues, remember, toQuery} from "../filters.js";
+import {diffRows} from "./audit.js";
 
 const PAGE_SIZE = 50;
 const AUDIT_PAGE_SIZE = 20;
@@ -83,30 +84,21 @@ function recordDetails(record) {
   );
 }
 
-/** An audit value as text: strings as they are, anything else as JSON, absence as a dash. */
-function shown(value) {
-  if (value === undefined) return "—";
-  return typeof value === "string" ? value : JSON.stringify(value);
-}
-
-/** The fields an event changed, before and after; a create or a delete shows every field. */
+/** The fields an event changed (every field of a create or a delete), before and after,
+ * as the Audit page words them. */
 function changes(event) {
-  const before = event.before || {};
-  const after = event.after || {};
-  const names = [...new Set([...Object.keys(before), ...Object.keys(after)])];
-  const differs = (n) => JSON.stringify(before[n]) !== JSON.stringify(after[n]);
-  const changed = event.before && event.after ? names.filter(differs) : names;
-  const rows = changed.map((n) =>
+  const rows = diffRows(event.before, event.after).filter((row) => row.changed);
+  const head = el("tr", {}, ["Field", "Before", "After"].map((h) => el("th", {scope: "col"}, h)));
+  const marked = event.before && event.after ? "changed" : null; // a create or delete: all new or all gone
+  const row = (r) =>
     el(
       "tr",
-      {"data-field": n, class: event.before && event.after ? "changed" : null},
-      el("th", {scope: "row"}, n),
-      el("td", {class: "before"}, event.before ? shown(before[n]) : "—"),
-      el("td", {class: "after"}, event.after ? shown(after[n]) : "—"),
-    ),
-  );
-  const head = el("tr", {}, ...["Field", "Before", "After"].map((h) => el("th", {scope: "col"}, h)));
-  return el("table", {class: "diff"}, el("thead", {}, head), el("tbody", {}, ...rows));
+      {"data-field": r.key, class: marked},
+      el("th", {scope: "row"}, r.key),
+      el("td", {class: "before"}, r.before),
+      el("td", {class: "after"}, r.after),
+    );
+  return el("table", {class: "diff"}, el("thead", {}, head), el("tbody", {}, rows.map(row)));
 }
 
 function auditItem(event) {
