@@ -68,6 +68,7 @@ def test_admin_grants_a_role_sees_it_audited_then_deactivates_the_user(
 ) -> None:
     page = watched.page
     admin_token = stack.access_token()
+    create_user(stack, admin_token, role="analyst", prefix="analyst")  # a list with each role
     member = create_user(stack, admin_token, role="user", prefix="member")
     reason = f"Joined finance {XSS}"
 
