@@ -169,16 +169,8 @@ def create_user(stack: Stack, token: str, role: str = "user", prefix: str = "u")
 
 
 def api_login(stack: Stack, user: ApiUser) -> dict[str, Any]:
-    """The token pair of a fresh API sign-in of ``user`` (from a client IP of its own)."""
-    with stack.client() as session:
-        response = session.post(
-            f"{stack.https_url}/api/auth/login",
-            json={"username": user.username, "password": user.password},
-            timeout=10,
-        )
-    assert response.status_code == 200, response.text
-    pair: dict[str, Any] = response.json()
-    return pair
+    """The token pair of a fresh API sign-in of ``user``."""
+    return stack.login(user.username, user.password)
 
 
 def api_call(stack: Stack, method: str, path: str, token: str, **kwargs: Any) -> Any:

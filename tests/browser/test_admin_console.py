@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.browser.admin_tools import (
     VIEWPORT,
@@ -40,8 +40,7 @@ SESSION_OVER = "Your session has ended"
 
 
 def user_of(stack: Stack, user: ApiUser) -> dict[str, Any]:
-    token = api_login(stack, ApiUser(0, stack.admin_username, stack.admin_password, "admin"))["access_token"]
-    response = api_call(stack, "GET", f"/api/admin/users/{user.id}", token)
+    response = api_call(stack, "GET", f"/api/admin/users/{user.id}", stack.access_token())
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -101,6 +100,7 @@ def test_admin_grants_a_role_sees_it_audited_then_deactivates_the_user(
     expect(event.locator("tr.changed").first).to_contain_text("useranalyst")
     assert axe_violations(page) == []
     no_script_ran_from_text(watched)
+    audit_filters_narrow_the_log(page, stack)
 
     token = api_login(stack, member)["access_token"]  # the role grant ended the old ones
     assert api_call(stack, "GET", "/api/auth/me", token).status_code == 200
@@ -110,6 +110,47 @@ def test_admin_grants_a_role_sees_it_audited_then_deactivates_the_user(
     page.get_by_role("dialog").get_by_role("button", name="Deactivate").click()
     expect(page.get_by_role("status")).to_have_text(f"{member.username} is deactivated.")
     assert api_call(stack, "GET", "/api/auth/me", token).status_code == 401
+    watched.assert_clean()
+
+
+def audit_filters_narrow_the_log(page: Page, stack: Stack) -> None:
+    """With the target and action already set: the actor by name, then a time range."""
+    events = page.locator("li.event")
+    page.get_by_label("Actor (username or id)").fill(stack.admin_username)
+    page.get_by_role("button", name="Apply filters").click()
+    expect(events).to_have_count(1)
+    page.get_by_label("Until (UTC, not included)").fill("2000-01-01T00:00:00")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.get_by_text("No event matches these filters.")).to_be_visible()
+    page.get_by_label("Actor (username or id)").fill("nobody-by-this-name")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.locator("form[role=search] [role=alert]")).to_contain_text("Unknown actor")
+
+
+def test_users_come_in_keyset_pages(stack: Stack, watched: Watched) -> None:
+    page = watched.page
+    token, prefix = stack.access_token(), f"pages{secrets.token_hex(3)}"
+    made = [create_user(stack, token, prefix=prefix).username for _ in range(3)]
+    sign_in(page, stack, stack.admin_username, stack.admin_password, route="users?limit=1")
+    page.get_by_label("Username contains").fill(prefix)
+    page.get_by_role("button", name="Apply filters").click()
+    first_cell, status = page.locator("tbody tr td").first, page.locator(".pager-status")
+    next_page, previous_page = (
+        page.get_by_role("button", name="Next page"),
+        page.get_by_role("button", name="Previous page"),
+    )
+
+    seen = []
+    for number in (1, 2, 3):
+        expect(status).to_have_text(f"Page {number}" + (" (last)" if number == 3 else ""))
+        seen.append(first_cell.inner_text())
+        if number < 3:
+            next_page.click()
+    assert seen == made[::-1]  # newest first, each once
+    expect(next_page).to_be_disabled()
+    previous_page.click()
+    expect(first_cell).to_have_text(made[1])
+    expect(previous_page).to_be_enabled()
     watched.assert_clean()
 
 
@@ -211,6 +252,40 @@ def test_a_downgraded_admin_is_signed_out_on_the_next_action(stack: Stack, watch
     expect(page.get_by_role("alert")).to_contain_text(SESSION_OVER)
     refreshes = [r for r in watched.requests if urlsplit(r.url).path == "/api/auth/refresh"]
     assert len(refreshes) == 1  # one refresh tried, refused, then out
+    watched.assert_clean()
+
+
+def test_a_refused_access_token_is_refreshed_once_and_the_call_retried(
+    stack: Stack, watched: Watched
+) -> None:
+    page = watched.page
+    sign_in(page, stack, stack.admin_username, stack.admin_password)
+    expect(page.locator("tbody tr").first).to_be_visible()
+    expired = {
+        "type": "/problems/invalid-token",
+        "title": "Invalid token",
+        "status": 401,
+        "detail": "expired",
+    }
+    refused: list[str] = []
+
+    def expire_once(route: Route) -> None:
+        if refused:
+            route.continue_()
+            return
+        refused.append(route.request.headers["authorization"])
+        route.fulfill(status=401, json=expired, headers={"Content-Type": "application/problem+json"})
+
+    page.route("**/api/admin/users?*", expire_once)
+    with page.expect_response(lambda r: urlsplit(r.url).path == "/api/auth/refresh") as refresh:
+        page.get_by_role("button", name="Apply filters").click()
+    expect(page.locator("tbody tr").first).to_be_visible()
+
+    assert refresh.value.status == 200
+    retried = [r for r in watched.requests if urlsplit(r.url).path == "/api/admin/users"][-1]
+    assert retried.headers["authorization"] != refused[0]  # the new access token
+    assert retried.headers["authorization"] == f"Bearer {refresh.value.json()['access_token']}"
+    expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
     watched.assert_clean()
 
 

@@ -322,16 +322,21 @@ class Stack:
     def client(self, source_ip: str | None = None) -> requests.Session:
         return client(source_ip or self.new_client_ip(), self.ca)
 
-    def access_token(self) -> str:
-        """An admin access token, from a client IP of its own (login spends anonymous budget)."""
+    def login(self, username: str, password: str) -> dict[str, Any]:
+        """A fresh token pair, from a client IP of its own (login spends anonymous budget)."""
         with self.client() as session:
             response = session.post(
                 f"{self.https_url}/api/auth/login",
-                json={"username": self.admin_username, "password": self.admin_password},
+                json={"username": username, "password": password},
                 timeout=10,
             )
         assert response.status_code == 200, response.text
-        return str(response.json()["access_token"])
+        pair: dict[str, Any] = response.json()
+        return pair
+
+    def access_token(self) -> str:
+        """An admin access token."""
+        return str(self.login(self.admin_username, self.admin_password)["access_token"])
 
     def app_log_lines(self) -> list[dict[str, Any]]:
         lines = []

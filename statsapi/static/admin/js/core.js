@@ -151,9 +151,11 @@ export async function apiResponse(method, path, {query, body, headers} = {}) {
     throw new ApiProblem(401, {title: "Signed out", detail: "Sign in to continue."});
   }
   const options = {query, body, headers};
-  let answer = await send(method, path, {...options, token: state.access});
+  const used = state.access;
+  let answer = await send(method, path, {...options, token: used});
   if (answer.status === 401 && state.refresh) {
-    await refreshOnce();
+    // A call that raced another one's refresh just retries with the token that came of it.
+    if (state.access === used) await refreshOnce();
     answer = await send(method, path, {...options, token: state.access});
     if (answer.status === 401) endSession(SESSION_OVER);
   }
@@ -375,6 +377,12 @@ export function pager({load, show, label = "Results"}) {
       return open(0);
     },
   };
+}
+
+// The page size a view asked for in its route (#/users?limit=10), else `fallback`.
+export function pageSize(params, fallback) {
+  const asked = Number.parseInt((params && params.query && params.query.get("limit")) || "", 10);
+  return asked >= 1 && asked <= 500 ? asked : fallback;
 }
 
 // ---- routing ----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // one keyset page at a time; each event's before -> after as a table of its fields with
 // the changed ones marked. Everything from the log is shown as text.
 
-import {ApiProblem, api, el, field, formatTime, pager, problemBox, replace} from "../core.js";
+import {ApiProblem, api, el, field, formatTime, pageSize, pager, problemBox, replace} from "../core.js";
 
 const AUDIT = "/api/admin/audit";
 const ACTIONS = [
@@ -161,12 +161,13 @@ function filtersForm(initial, onApply) {
 
 export async function render(main, params) {
   const names = new Map();
+  const limit = pageSize(params, 20);
   const initial = params.query;
   let filters = {action: initial.get("action") || "", target: initial.get("target") || ""};
   const list = pager({
     label: "Audit events",
     load: async (cursor) => {
-      const page = await api("GET", AUDIT, {query: {...filters, limit: 20, cursor}});
+      const page = await api("GET", AUDIT, {query: {...filters, limit, cursor}});
       await actorNames(page.items || [], names);
       return page;
     },

@@ -9,6 +9,7 @@ import {
   field,
   formatTime,
   notify,
+  pageSize,
   pager,
   problemBox,
   replace,
@@ -260,12 +261,13 @@ async function showUser(area, userId, afterChange) {
 
 // ---- the page -----------------------------------------------------------------------------------
 
-export async function render(main) {
+export async function render(main, params) {
+  const limit = pageSize(params, 25);
   let filters = {};
   const manage = el("div", {class: "manage-area"});
   const list = pager({
     label: "Users",
-    load: (cursor) => api("GET", USERS, {query: {...filters, limit: 25, cursor}}),
+    load: (cursor) => api("GET", USERS, {query: {...filters, limit, cursor}}),
     show: (users) => usersTable(users, (id) => showUser(manage, id, refresh)),
   });
   async function refresh(userId) {
