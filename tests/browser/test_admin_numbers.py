@@ -291,12 +291,12 @@ def test_records_pages_and_a_markup_category_shown_as_text(
     stack: Stack, watched: Watched, household: Seeded, admin: ApiUser
 ) -> None:
     page = watched.page
-    sign_in_as(page, stack, admin, route=f"records?owner_id={household.owner.id}")
-    first = api_get(stack, "/api/records", owner_id=household.owner.id, limit=50)
+    sign_in_as(page, stack, admin, route=f"records?owner_id={household.owner.id}&limit=20")
+    first = api_get(stack, "/api/records", owner_id=household.owner.id, limit=20)
     second = api_get(
-        stack, "/api/records", owner_id=household.owner.id, limit=50, cursor=first["next_cursor"]
+        stack, "/api/records", owner_id=household.owner.id, limit=20, cursor=first["next_cursor"]
     )
-    expect(page.locator("table.records tbody tr")).to_have_count(50)
+    expect(page.locator("table.records tbody tr")).to_have_count(20)
     assert record_ids(page) == [r["id"] for r in first["items"]]
     page.get_by_role("button", name="Next page").click()
     expect(page.locator(".pager-status")).to_contain_text("Page 2")
@@ -308,6 +308,7 @@ def test_records_pages_and_a_markup_category_shown_as_text(
     page.get_by_label("Category").fill(XSS)
     page.get_by_role("button", name="Show records").click()
     expect(page.locator("table.records tbody tr")).to_have_count(1)
+    assert "limit=20" in page.evaluate("location.hash")  # the page size stays with the new filters
     cell = page.locator("table.records td.category")
     assert cell.inner_text() == XSS
     assert page.locator("main img").count() == 0

@@ -2,7 +2,7 @@
 // (#/records/ID). Read-only for everyone: the console never writes a record. Admins also
 // see the record's audit trail; the API keeps the audit log to admins, and so does this page.
 
-import {ApiProblem, api, el, formatMoney, formatTime, pager, problemBox, session} from "../core.js";
+import {ApiProblem, api, el, formatMoney, formatTime, pageSize, pager, problemBox, session} from "../core.js";
 import {filterForm, readValues, remember, toQuery} from "../filters.js";
 import {diffRows} from "./audit.js";
 
@@ -50,15 +50,16 @@ function recordsTable(items) {
 
 async function renderList(main, params) {
   let values = readValues(params.query);
+  const limit = pageSize(params, PAGE_SIZE); // #/records?limit=N, kept when the filters change
   listRoute = window.location.hash || "#/records";
   const pages = pager({
     label: "Records",
-    load: (cursor) => api("GET", "/api/records", {query: {...toQuery(values), limit: PAGE_SIZE, cursor}}),
+    load: (cursor) => api("GET", "/api/records", {query: {...toQuery(values), limit, cursor}}),
     show: recordsTable,
   });
   const apply = (chosen) => {
     values = chosen;
-    remember("records", values);
+    remember("records", limit === PAGE_SIZE ? values : {...values, limit});
     listRoute = window.location.hash;
     pages.reload();
   };
