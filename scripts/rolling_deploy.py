@@ -27,7 +27,8 @@ and answer ``/ready`` 200: the script never takes the last serving replica away.
 
 The config (TOML or JSON, by its suffix) describes nginx and the replicas; every string in
 ``start``, ``cwd``, ``env``, ``stdout``, ``stderr`` and ``ready_url`` may use ``{source}``,
-``{name}``, ``{address}``, ``{host}``, ``{port}`` and ``{pidfile}``::
+``{build}`` (the last part of ``{source}``), ``{name}``, ``{address}``, ``{host}``, ``{port}``
+and ``{pidfile}``::
 
     [nginx]
     command = ["nginx", "-c", "/etc/nginx/nginx.conf"]   # "-t" / "-s reload" are appended
@@ -83,7 +84,7 @@ DEFAULT_TIMEOUTS = {"drain": 60.0, "stop": 45.0, "ready": 60.0}
 POLL = 0.2
 # "server HOST:PORT [parameters];" in the upstream file; other lines are kept as they are.
 _SERVER_LINE = re.compile(r"^(?P<indent>\s*)server\s+(?P<address>[^\s;]+)(?P<params>[^;]*);(?P<rest>.*)$")
-_PLACEHOLDERS = ("source", "name", "address", "host", "port", "pidfile")
+_PLACEHOLDERS = ("source", "build", "name", "address", "host", "port", "pidfile")
 
 
 class DeployError(Exception):
@@ -119,6 +120,7 @@ class Replica:
         host, _, port = self.address.rpartition(":")
         values = {
             "source": str(source),
+            "build": source.name,
             "name": self.name,
             "address": self.address,
             "host": host,
@@ -315,14 +317,18 @@ def stop_pid(pid: int, timeout: float, what: str) -> None:
 
 
 def http_status(url: str, timeout: float = 2.0) -> tuple[int | None, str]:
-    """(status, first bytes of the body); (None, reason) when nothing answered."""
+    """(status, why: a problem body's ``detail`` or the body's start); (None, reason) when
+    nothing answered."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (config's own URL)
-            return int(response.status), response.read(300).decode(errors="replace")
+            return int(response.status), ""
     except urllib.error.HTTPError as error:
-        return int(error.code), error.read(300).decode(errors="replace")
+        status, body = int(error.code), error.read(4096).decode(errors="replace")
     except (OSError, ValueError) as error:
         return None, str(getattr(error, "reason", error))
+    with contextlib.suppress(ValueError, AttributeError):
+        return status, str(json.loads(body).get("detail") or body[:200])
+    return status, body[:200]
 
 
 # ---- nginx --------------------------------------------------------------------------------------------------
@@ -445,7 +451,8 @@ class Deployer:
                 return None
             time.sleep(POLL * 2)
         stop_group(process, self.config.timeouts["stop"], what)
-        return f"the {build} did not answer /ready 200 within {timeout:.0f}s (last: {last[0]} {last[1]!r})"
+        answer = f"{last[0]}: {last[1]}" if last[0] else last[1]
+        return f"the {build} did not answer /ready 200 within {timeout:.0f}s (last answer: {answer})"
 
     def undrain(self, replica: Replica) -> None:
         mark(self.upstream, replica.address, up=True)
