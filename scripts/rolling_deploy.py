@@ -54,7 +54,8 @@ defaults to ``http://{address}/ready``. Timeouts (seconds) come from ``[timeouts
 (``drain``, ``stop``, ``ready``) or the command line.
 
 Exit status: 0 every replica runs the new build; 1 a replica failed (the message says
-which and what was left running); 2 the config or the current state is not fit to start.
+which and what was left running); 2 the config or the current state is not fit to start;
+130 interrupted (Ctrl-C: the message names the replica it was working on).
 ``--dry-run`` checks the config and the current state and prints the plan, changing nothing.
 """
 
@@ -573,6 +574,18 @@ def run(deployer: Deployer, replicas: Sequence[Replica]) -> int:
             replaced = ", ".join(r.name for r in replicas[:done]) or "none"
             log.error("FAILED: %s Replaced before the failure: %s.", error, replaced)
             return 1
+        except KeyboardInterrupt:
+            state = "up" if upstream_state(deployer.upstream).get(replica.address) else "down"
+            log.error(
+                "INTERRUPTED while replacing %s (marked %s in %s; pidfile %s). "
+                "Check it, then continue with --only %s and the replicas after it.",
+                replica.name,
+                state,
+                deployer.upstream,
+                replica.pidfile,
+                replica.name,
+            )
+            return 130
         log.info("%s: done (%d/%d)", replica.name, done + 1, len(replicas))
     log.info("all %d replica(s) run %s (%.1fs)", len(replicas), deployer.source, time.monotonic() - started)
     return 0
