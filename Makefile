@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test install lint format openapi bench rolling-deploy clean
+.PHONY: run test install lint format openapi bench bench-replicas rolling-deploy clean
 
 $(BIN)/flask: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ openapi: $(BIN)/flask
 # A smoke check: make bench BENCH_ARGS=--quick; one row: BENCH_ARGS='--only 3'.
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# 1, 2 and 3 API replicas behind nginx, side by side (~4 min) -> bench/REPLICAS.md.
+bench-replicas: install
+	$(BIN)/python bench/replicas.py $(BENCH_ARGS)
 
 # Replace the API replicas behind nginx with a new build, one at a time (docs/scaling.md,
 # "Rolling deploys"). Plain python3, no venv needed on the host that runs nginx:

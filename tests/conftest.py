@@ -50,10 +50,16 @@ def _admin_connection() -> Any:
     return conn
 
 
+def scratch_database_name(purpose: str, worker_id: str) -> str:
+    """The name scratch_database gives: this process's PID last, so a later run can tell
+    the databases of runs that were killed (their process is gone)."""
+    return f"statsapi_{purpose}_{worker_id}_{os.getpid()}"
+
+
 @contextlib.contextmanager
 def scratch_database(purpose: str, worker_id: str, *, migrated: bool = False) -> Iterator[str]:
     """A brand-new PostgreSQL database of its own (dropped afterwards), by its owner's URL."""
-    name = f"statsapi_{purpose}_{worker_id}_{os.getpid()}"
+    name = scratch_database_name(purpose, worker_id)
     conn = _admin_connection()
     try:
         with conn.cursor() as cur:

@@ -32,16 +32,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from tests.conftest import APP_ROLE, PG_ADMIN_DSN, PG_URL_TEMPLATE, REDIS_URL, app_role_url
+from tests.conftest import (
+    APP_ROLE,
+    PG_URL_TEMPLATE,
+    REDIS_URL,
+    _admin_connection,
+    app_role_url,
+    scratch_database,
+    scratch_database_name,
+)
 from tests.redis_tools import delete_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_TEMPLATE = ROOT / "nginx" / "templates" / "statsapi.conf.template"
+UPSTREAM_TEMPLATE = ROOT / "nginx" / "templates" / "statsapi.upstream.template"
 NGINX_ERRORS = ROOT / "nginx" / "errors"
 MAKE_DEV_CERT = ROOT / "nginx" / "make-dev-cert.sh"
 GUNICORN_CONF = ROOT / "gunicorn.conf.py"
@@ -86,6 +94,17 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
             return True
     except OSError:
         return False
+
+
+def child_pids(parent: int) -> set[int]:
+    """The live children of ``parent``, from /proc (field 4 of /proc/PID/stat is the parent)."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == parent and fields[0] != "Z":
+                children.add(int(stat.parent.name))
+    return children
 
 
 def stop_process(
@@ -149,6 +168,7 @@ class Nginx:
     access_log: Path
     error_log: Path
     error_pages: Path
+    upstream_file: Path
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -188,6 +208,24 @@ class Nginx:
         stop_process(self.proc, signal.SIGTERM)
         shutil.rmtree(self.error_pages, ignore_errors=True)
 
+    def worker_pids(self) -> set[int]:
+        """nginx's worker processes (the master's children) as they are now."""
+        if self.proc is None or self.proc.poll() is not None:
+            return set()
+        return child_pids(self.proc.pid)
+
+    def reload(self, *, timeout: float = 15) -> None:
+        """``nginx -s reload`` and wait until workers with the new configuration run (the
+        old ones finish their requests in flight and exit by themselves; nothing new is
+        given to them). A configuration nginx refuses is an error, not a silent no-op."""
+        before = self.worker_pids()
+        done = subprocess.run(
+            self.command("-s", "reload"), capture_output=True, text=True, timeout=30, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"nginx -s reload failed: {done.stderr}")
+        wait_until(lambda: bool(self.worker_pids() - before), timeout=timeout, what="nginx's new workers")
+
 
 def publish_error_pages() -> Path:
     """World-readable copies of the error pages, in a directory of their own under the
@@ -215,6 +253,8 @@ def render_nginx(prefix: Path, *, upstream: str, cert: Path, key: Path) -> Nginx
     errors = publish_error_pages()
     https_port, http_port = free_port(), free_port()
     access_log = prefix / "access.log"
+    upstream_file = prefix / "statsapi.upstream"
+    upstream_file.write_text(render_template(UPSTREAM_TEMPLATE.read_text(), {"STATSAPI_UPSTREAM": upstream}))
     site = render_template(
         NGINX_TEMPLATE.read_text(),
         {
@@ -222,7 +262,7 @@ def render_nginx(prefix: Path, *, upstream: str, cert: Path, key: Path) -> Nginx
             "NGINX_HTTP_LISTEN": f"127.0.0.1:{http_port}",
             "NGINX_HTTPS_LISTEN": f"127.0.0.1:{https_port}",
             "NGINX_PUBLIC_HTTPS_PORT": str(https_port),
-            "STATSAPI_UPSTREAM": upstream,
+            "NGINX_UPSTREAM_SERVERS": str(upstream_file),
             "NGINX_TLS_CERT": str(cert),
             "NGINX_TLS_KEY": str(key),
             "NGINX_ERROR_PAGES_DIR": str(errors),
@@ -251,7 +291,25 @@ http {{
 }}
 """
     )
-    return Nginx(prefix, conf, https_port, http_port, access_log, prefix / "error.log", errors)
+    return Nginx(prefix, conf, https_port, http_port, access_log, prefix / "error.log", errors, upstream_file)
+
+
+def launch_nginx(
+    tmp: Path, *, upstream: str, cert: Path, key: Path, prepare: Callable[[Nginx], None] | None = None
+) -> Nginx:
+    """render_nginx + start, on fresh ports up to three times (a free port can be taken
+    between pick and bind). ``prepare`` may change the rendered files before nginx starts."""
+    for attempt in range(3):
+        nginx = render_nginx(tmp / f"nginx-{attempt}", upstream=upstream, cert=cert, key=key)
+        if prepare is not None:
+            prepare(nginx)
+        try:
+            nginx.start()
+            return nginx
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 # ---- clients ------------------------------------------------------------------------------------
@@ -280,26 +338,149 @@ def client(source_ip: str, ca: Path) -> requests.Session:
     return session
 
 
-# ---- the stack ------------------------------------------------------------------------------------
-@dataclass
-class Stack:
+# ---- pieces every stack is made of ----------------------------------------------------------------
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a log file, one per line; anything else on it is skipped."""
+    lines = []
+    text = path.read_text(errors="replace") if path.exists() else ""
+    for raw in text.splitlines():
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(parsed, dict):
+            lines.append(parsed)
+    return lines
+
+
+def drop_abandoned_databases() -> None:
+    """Drop the databases of e2e runs that were killed (their pytest process, whose PID
+    ends the name, is gone), so they do not pile up."""
+    conn = _admin_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'statsapi_e2e_%'")
+            for (name,) in cur.fetchall():
+                pid = name.rsplit("_", 1)[-1]
+                if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                    cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        conn.close()
+
+
+def run_flask(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "flask"), "--app", "statsapi", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def migrate(owner_env: dict[str, str]) -> None:
+    """The database as compose's ``migrate`` service leaves it: the one-shot steps, as
+    the owner, before any API process starts."""
+    for step in (("db", "upgrade"), ("db", "grant-app-role"), ("create-admin", "--if-missing")):
+        done = run_flask(owner_env, *step)
+        if done.returncode != 0:
+            raise RuntimeError(f"flask {' '.join(step)} failed:\n{done.stdout}\n{done.stderr}")
+
+
+def start_gunicorn(
+    env: dict[str, str], *, port: int, stdout: Path, stderr: Path, source: Path = ROOT, append: bool = False
+) -> subprocess.Popen[bytes]:
+    """gunicorn with ``source``'s gunicorn.conf.py and code (a checkout: ROOT, or a git
+    worktree of another commit) on ``port``, in a session of its own; returns once
+    /health answers 200. stdout carries the app's JSON lines (appended to with ``append``)."""
+    mode = "ab" if append else "wb"
+    with open(stdout, mode) as out, open(stderr, mode) as err:
+        proc = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", str(source / "gunicorn.conf.py"), "statsapi.wsgi:app"],
+            cwd=source,
+            env={
+                **env,
+                "GUNICORN_BIND": f"127.0.0.1:{port}",
+                "PYTHONPATH": str(source),
+                "STATSAPI_MIGRATIONS_DIR": str(source / "migrations"),
+            },
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {stderr.read_text(errors='replace')[-3000:]}")
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except requests.RequestException:  # not accepting yet, or workers still booting
+            return False
+
+    try:
+        wait_until(healthy, timeout=STARTUP_TIMEOUT, what=f"gunicorn /health on port {port}")
+    except TimeoutError:
+        stop_process(proc, signal.SIGINT, timeout=5)
+        raise
+    return proc
+
+
+def e2e_env(db_name: str, redis_prefix: str, tmp: Path, admin_password: str) -> dict[str, str]:
+    """The API's settings in the e2e tier (production, the app role, a key prefix of its own)."""
+    return base_env() | {
+        "STATSAPI_ENV": "production",
+        "DATABASE_URL": app_role_url(PG_URL_TEMPLATE.format(name=db_name)),
+        "REDIS_URL": REDIS_URL,
+        "REDIS_KEY_PREFIX": redis_prefix,
+        "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+        "TRUSTED_PROXY_HOPS": "1",
+        "RATELIMIT_ANONYMOUS": f"{ANONYMOUS_LIMIT}/minute",
+        "RATELIMIT_LOGIN": "1000/minute",
+        "RATELIMIT_USER": "1000/minute",
+        "RATELIMIT_ELEVATED": "5000/minute",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus"),
+        "STATSAPI_INSTANCE_PATH": str(tmp / "instance"),
+        "LOG_LEVEL": "INFO",
+        "WEB_CONCURRENCY": "2",
+        "GUNICORN_THREADS": "4",
+        "BOOTSTRAP_ADMIN_USERNAME": "e2e-admin",
+        "BOOTSTRAP_ADMIN_PASSWORD": admin_password,
+    }
+
+
+def owner_env_of(env: dict[str, str], db_name: str) -> dict[str, str]:
+    """The migrate steps' environment: the same settings, logged in as the schema owner."""
+    return env | {"DATABASE_URL": PG_URL_TEMPLATE.format(name=db_name), "DATABASE_APP_ROLE": APP_ROLE}
+
+
+def new_ips() -> Iterator[int]:
+    return iter(range(10, 250))
+
+
+@dataclass(kw_only=True)
+class StackBase:
+    """What every e2e stack holds (its directory, certificate, database, Redis prefix,
+    admin, settings and nginx) and what tests do with it: clients from loopback addresses
+    of their own, an admin token, the CLI. The database is scratch_database's, made at
+    ``open_database`` and dropped at ``cleanup``."""
+
     tmp: Path
     cert: Path
     key: Path
     ca: Path
+    db_purpose: str  # scratch_database(db_purpose, db_worker) names the database db_name
+    db_worker: str
     db_name: str
     redis_prefix: str
-    gunicorn_port: int
-    gunicorn_log: Path
-    gunicorn_err: Path
-    metrics_dir: Path
     admin_username: str
     admin_password: str
-    env: dict[str, str]  # gunicorn's: DATABASE_URL is the app role
+    env: dict[str, str]  # the API's: DATABASE_URL is the app role
     owner_env: dict[str, str]  # the migrate steps': DATABASE_URL is the owner
     nginx: Nginx | None = None
-    gunicorn: subprocess.Popen[bytes] | None = None
-    _next_ip: Iterator[int] = field(default_factory=lambda: iter(range(10, 250)))
+    _next_ip: Iterator[int] = field(default_factory=new_ips)
+    _resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
     def https_url(self) -> str:
@@ -311,10 +492,6 @@ class Stack:
         assert self.nginx is not None
         return self.nginx.http_url
 
-    @property
-    def gunicorn_url(self) -> str:
-        return f"http://127.0.0.1:{self.gunicorn_port}"
-
     def new_client_ip(self) -> str:
         """A loopback address no other test of this stack has used."""
         return f"127.0.0.{next(self._next_ip)}"
@@ -324,148 +501,94 @@ class Stack:
 
     def access_token(self) -> str:
         """An admin access token, from a client IP of its own (login spends anonymous budget)."""
+        return self.login(self.admin_username, self.admin_password)
+
+    def login(self, username: str, password: str, base_url: str | None = None) -> str:
+        """An access token: through nginx from a fresh client address (nginx allows a few
+        logins per address), or straight at ``base_url`` (one replica)."""
         with self.client() as session:
             response = session.post(
-                f"{self.https_url}/api/auth/login",
-                json={"username": self.admin_username, "password": self.admin_password},
-                timeout=10,
+                f"{base_url or self.https_url}/api/auth/login",
+                json={"username": username, "password": password},
+                timeout=30,
             )
         assert response.status_code == 200, response.text
         return str(response.json()["access_token"])
 
-    def app_log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for raw in self.gunicorn_log.read_text(errors="replace").splitlines():
-            try:
-                parsed = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(parsed, dict):
-                lines.append(parsed)
-        return lines
-
     def flask(self, *args: str, as_owner: bool = False) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / "flask"), "--app", "statsapi", *args],
-            cwd=ROOT,
-            env=self.owner_env if as_owner else self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return run_flask(self.owner_env if as_owner else self.env, *args)
+
+    def open_database(self) -> None:
+        """Create the scratch database (named ``db_name``) and migrate it as the owner."""
+        drop_abandoned_databases()
+        url = self._resources.enter_context(scratch_database(self.db_purpose, self.db_worker))
+        assert url.rsplit("/", 1)[-1] == self.db_name, (url, self.db_name)
+        migrate(self.owner_env)
+
+    def cleanup(self) -> None:
+        """Drop the database, the Redis keys and the directory (after the processes stopped)."""
+        try:
+            self._resources.close()
+        finally:
+            delete_keys(REDIS_URL, self.redis_prefix)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# The first name of StackBase, kept for code written against it.
+Clients = StackBase
+
+
+# ---- the stack ------------------------------------------------------------------------------------
+@dataclass(kw_only=True)
+class Stack(StackBase):
+    gunicorn_port: int
+    gunicorn_log: Path
+    gunicorn_err: Path
+    metrics_dir: Path
+    gunicorn: subprocess.Popen[bytes] | None = None
+
+    @property
+    def gunicorn_url(self) -> str:
+        return f"http://127.0.0.1:{self.gunicorn_port}"
+
+    def app_log_lines(self) -> list[dict[str, Any]]:
+        return read_json_lines(self.gunicorn_log)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        self._create_database()
-        # The one-shot steps compose's `migrate` service runs, as the owner, before the API starts.
-        for step in (("db", "upgrade"), ("db", "grant-app-role"), ("create-admin", "--if-missing")):
-            done = self.flask(*step, as_owner=True)
-            if done.returncode != 0:
-                raise RuntimeError(f"flask {' '.join(step)} failed:\n{done.stdout}\n{done.stderr}")
-        self._start_gunicorn()
-        for attempt in range(3):  # a free port can be taken between pick and bind
-            self.nginx = render_nginx(
-                self.tmp / f"nginx-{attempt}",
-                upstream=f"127.0.0.1:{self.gunicorn_port}",
-                cert=self.cert,
-                key=self.key,
-            )
-            try:
-                self.nginx.start()
-                break
-            except RuntimeError:
-                if attempt == 2:
-                    raise
-
-    def _create_database(self) -> None:
-        conn = psycopg2.connect(PG_ADMIN_DSN)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                # Databases of e2e runs that were killed (their pytest process is gone).
-                cur.execute("SELECT datname FROM pg_database WHERE datname LIKE 'statsapi_e2e_%'")
-                for (name,) in cur.fetchall():
-                    pid = name.rsplit("_", 1)[-1]
-                    if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                cur.execute(f'DROP DATABASE IF EXISTS "{self.db_name}"')
-                cur.execute(f'CREATE DATABASE "{self.db_name}"')
-        finally:
-            conn.close()
-
-    def _start_gunicorn(self) -> None:
-        with open(self.gunicorn_log, "wb") as stdout, open(self.gunicorn_err, "wb") as stderr:
-            self.gunicorn = subprocess.Popen(
-                [str(BIN / "gunicorn"), "-c", str(GUNICORN_CONF), "statsapi.wsgi:app"],
-                cwd=ROOT,
-                env={**self.env, "GUNICORN_BIND": f"127.0.0.1:{self.gunicorn_port}"},
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
-
-        def healthy() -> bool:
-            if self.gunicorn is None or self.gunicorn.poll() is not None:
-                raise RuntimeError(
-                    f"gunicorn exited: {self.gunicorn_err.read_text(errors='replace')[-3000:]}"
-                )
-            try:
-                return requests.get(f"{self.gunicorn_url}/health", timeout=2).status_code == 200
-            except requests.RequestException:  # not accepting yet, or workers still booting
-                return False
-
-        wait_until(healthy, timeout=STARTUP_TIMEOUT, what="gunicorn /health")
+        self.open_database()
+        self.gunicorn = start_gunicorn(
+            self.env, port=self.gunicorn_port, stdout=self.gunicorn_log, stderr=self.gunicorn_err
+        )
+        self.nginx = launch_nginx(
+            self.tmp, upstream=f"127.0.0.1:{self.gunicorn_port}", cert=self.cert, key=self.key
+        )
 
     def stop(self) -> None:
         if self.nginx is not None:
             self.nginx.stop()
         # SIGINT: gunicorn's quick shutdown (SIGTERM would wait up to graceful_timeout).
         stop_process(self.gunicorn, signal.SIGINT, timeout=5)
-        try:
-            conn = psycopg2.connect(PG_ADMIN_DSN)
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-            conn.close()
-        finally:
-            delete_keys(REDIS_URL, self.redis_prefix)
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.cleanup()
 
 
 def build_stack(worker: str) -> Stack:
     tmp = Path(tempfile.mkdtemp(prefix="statsapi-e2e-"))
     tmp.chmod(0o755)
     cert, key, ca = make_cert(tmp / "tls")
-    db_name = f"statsapi_e2e_{worker}_{os.getpid()}"
+    db_name = scratch_database_name("e2e", worker)
     prefix = f"statsapi-e2e-{uuid.uuid4().hex[:10]}:"
     metrics_dir = tmp / "prometheus"
     metrics_dir.mkdir()
     admin_password = secrets.token_urlsafe(18)
-    env = base_env() | {
-        "STATSAPI_ENV": "production",
-        "DATABASE_URL": app_role_url(PG_URL_TEMPLATE.format(name=db_name)),
-        "REDIS_URL": REDIS_URL,
-        "REDIS_KEY_PREFIX": prefix,
-        "JWT_SECRET_KEY": secrets.token_urlsafe(48),
-        "TRUSTED_PROXY_HOPS": "1",
-        "RATELIMIT_ANONYMOUS": f"{ANONYMOUS_LIMIT}/minute",
-        "RATELIMIT_LOGIN": "1000/minute",
-        "RATELIMIT_USER": "1000/minute",
-        "RATELIMIT_ELEVATED": "5000/minute",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "STATSAPI_INSTANCE_PATH": str(tmp / "instance"),
-        "LOG_LEVEL": "INFO",
-        "WEB_CONCURRENCY": "2",
-        "GUNICORN_THREADS": "4",
-        "BOOTSTRAP_ADMIN_USERNAME": "e2e-admin",
-        "BOOTSTRAP_ADMIN_PASSWORD": admin_password,
-    }
+    env = e2e_env(db_name, prefix, tmp, admin_password)
     return Stack(
         tmp=tmp,
         cert=cert,
         key=key,
         ca=ca,
+        db_purpose="e2e",
+        db_worker=worker,
         db_name=db_name,
         redis_prefix=prefix,
         gunicorn_port=free_port(),
@@ -475,7 +598,7 @@ def build_stack(worker: str) -> Stack:
         admin_username="e2e-admin",
         admin_password=admin_password,
         env=env,
-        owner_env=env | {"DATABASE_URL": PG_URL_TEMPLATE.format(name=db_name), "DATABASE_APP_ROLE": APP_ROLE},
+        owner_env=owner_env_of(env, db_name),
     )
 
 
