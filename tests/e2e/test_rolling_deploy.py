@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,17 +34,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 import requests
 
 from scripts import rolling_deploy as deploy
 from statsapi import __version__
 from statsapi.migrate import head_revision
-from tests.conftest import PG_ADMIN_DSN
+from tests.proctools import copy_checkout
 
 from .replicas import Replica, Replicas, running_replicas
 from .stack import BIN, ROOT, port_open, read_json_lines
+from .test_replicas import in_database
 from .traffic import MixedLoad, Outcome, record_body
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -78,13 +77,7 @@ def make_build(parent: Path, label: str, *, ahead_of_schema: bool = False) -> tu
     ``<version>+<label>``; with ``ahead_of_schema`` it also expects a migration the
     database has not got. Returns the directory and the version."""
     build = parent / label
-    build.mkdir(parents=True)
-    for part in BUILD_PARTS:
-        source = ROOT / part
-        if source.is_dir():
-            shutil.copytree(source, build / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, build / part)
+    copy_checkout(BUILD_PARTS, build)
     version = f"{__version__}+{label}"
     init = build / "statsapi" / "__init__.py"
     line = f'__version__ = "{__version__}"'
@@ -256,15 +249,10 @@ def proxied_before_ready(log: Path, load_ids: set[str]) -> tuple[int, int]:
 
 def stored_records(stack: Replicas, keys: list[str]) -> dict[str, list[int]]:
     """Record ids per description (the load writes its key there), straight from PostgreSQL."""
-    conn = psycopg2.connect(f"{PG_ADMIN_DSN} dbname={stack.db_name}")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT description, id FROM records WHERE description = ANY(%s)", (keys,))
-            rows = cur.fetchall()
-    finally:
-        conn.close()
     found: dict[str, list[int]] = {}
-    for description, record_id in rows:
+    for description, record_id in in_database(
+        stack, "SELECT description, id FROM records WHERE description = ANY(%s)", keys
+    ):
         found.setdefault(description, []).append(record_id)
     return found
 
