@@ -35,10 +35,11 @@ def test_quick_run_compares_replica_counts_and_cleans_up(tmp_path: Path) -> None
         re.M,
     )
     assert re.search(
-        r"^\| 2 \| [\d.]+ cores \| [\d.]+ cores \| [\d.]+ cores \| \d+% of \d+ cores \|$", text, re.M
+        r"^\| 2 \| [\d.]+ cores \| \d+ \| [\d.]+ cores \| [\d.]+ cores \| \d+% of \d+ cores \|$", text, re.M
     )
     assert "python bench/replicas.py --quick" in text
-    assert "wrk -t2 -c16 -d1s --latency" in text and "<token>" in text
+    assert "wrk -t2 -c16 -d1s --latency" in text and "<token>" in text and "-s mix.lua" in text
+    assert re.search(r"^- 2 replicas served [\d.]+× the requests of 1 ", text, re.M)
     # The token itself is never written down.
     assert not re.search(r"Bearer ey", text)
     # Everything the run started is gone: nginx's port and the run's database.
