@@ -349,7 +349,7 @@ class NginxControl:
         pid = read_pid(self.nginx.pidfile) if self.nginx.pidfile else None
         return pid if pid is not None and alive(pid) else None
 
-    def reload(self) -> float:
+    def reload(self, *, drain: bool = True) -> float:
         """Test the configuration, reload, and wait until the workers that ran the previous
         configuration have finished their requests and exited. Returns the seconds waited."""
         self._run("-t")
@@ -358,9 +358,11 @@ class NginxControl:
         self._run("-s", "reload")
         started = time.monotonic()
         if master is None:
-            # No pidfile to watch: a bounded grace instead of a proof.
-            time.sleep(self.drain_timeout)
-            return self.drain_timeout
+            # No pidfile to watch: a bounded grace instead of a proof (needed only when
+            # something was taken out of rotation).
+            grace = self.drain_timeout if drain else 0.0
+            time.sleep(grace)
+            return grace
 
         def switched() -> bool:
             now = children(master)
@@ -457,7 +459,7 @@ class Deployer:
 
     def undrain(self, replica: Replica) -> None:
         mark(self.upstream, replica.address, up=True)
-        self.nginx.reload()
+        self.nginx.reload(drain=False)
         log.info("%s: back in the upstream", replica.name)
 
     def fail(self, replica: Replica, failure: str) -> None:
