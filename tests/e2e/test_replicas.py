@@ -311,8 +311,11 @@ def _judge_the_kill(
     assert acknowledged, "no write was acknowledged"
     found = in_database(cluster, "SELECT id FROM records WHERE id = ANY(%s) ORDER BY id", acknowledged)
     assert [row[0] for row in found] == acknowledged
-    # For the record (pytest -rP): what the kill cost.
+    # For the record (pytest -rP): what the kill cost. A request may succeed late: a reader of
+    # a stats key the victim was computing waits for its lock to expire (up to 20 s).
+    slowest = max(o.ended - o.started for o in after)
     print(
         f"kill: {len(failed)} failed, {len(in_flight)} in flight on the victim, "
-        f"{len(after)} sent after the kill (all ok), {len(acknowledged)} acknowledged writes all in PostgreSQL"
+        f"{len(after)} sent after the kill (all ok, slowest {slowest:.1f} s), "
+        f"{len(acknowledged)} acknowledged writes all in PostgreSQL"
     )

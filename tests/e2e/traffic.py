@@ -20,6 +20,10 @@ import requests
 from .stack import StackBase
 
 RECORD_PAGE = "/api/records?limit=20"
+# Longer than anything a healthy stack may make a client wait: nginx's proxy_read_timeout
+# (30 s), which bounds the stats cache's wait for a leader whose replica died holding the
+# computation lock (statsapi/state/stats_cache.py: up to 20 s), and gunicorn's graceful stop.
+CLIENT_TIMEOUT = 35.0
 _names = itertools.count()
 
 
@@ -96,7 +100,7 @@ class MixedLoad:
         base_url: str | None = None,
         stats: bool = True,
         pause: float = 0.02,
-        timeout: float = 20,
+        timeout: float = CLIENT_TIMEOUT,
     ) -> None:
         self.stack = stack
         self.tokens = tokens
