@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test install lint format openapi bench bench-replicas clean
+.PHONY: run test install lint format openapi bench bench-replicas rolling-deploy clean
 
 $(BIN)/flask: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,18 @@ bench: install
 # 1, 2 and 3 API replicas behind nginx, side by side (~4 min) -> bench/REPLICAS.md.
 bench-replicas: install
 	$(BIN)/python bench/replicas.py $(BENCH_ARGS)
+
+# Replace the API replicas behind nginx with a new build, one at a time (docs/scaling.md,
+# "Rolling deploys"). Plain python3, no venv needed on the host that runs nginx:
+#   make rolling-deploy ROLLING_CONFIG=/etc/statsapi/replicas.toml ROLLING_SOURCE=/srv/statsapi/releases/42
+# ROLLING_ARGS passes more options: --dry-run, --only api-1, --rollback-source DIR, --ready-timeout 90.
+ROLLING_CONFIG ?=
+ROLLING_SOURCE ?=
+ROLLING_ARGS ?=
+rolling-deploy:
+	@test -n "$(ROLLING_CONFIG)" -a -n "$(ROLLING_SOURCE)" || { \
+	  echo "usage: make rolling-deploy ROLLING_CONFIG=FILE ROLLING_SOURCE=DIR [ROLLING_ARGS='--dry-run ...']" >&2; exit 2; }
+	$(PYTHON) scripts/rolling_deploy.py --config "$(ROLLING_CONFIG)" --source "$(ROLLING_SOURCE)" $(ROLLING_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules instance .pytest_cache .mypy_cache .ruff_cache statsapi/static/vendor

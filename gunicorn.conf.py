@@ -174,12 +174,14 @@ def on_starting(server: Any) -> None:
     """Refuse a bad configuration once, here in the master (one clear line, exit 2),
     instead of forking workers that each die and get respawned forever. Then start every
     run with an empty metrics directory (stale samples would skew the sums)."""
-    from statsapi import preflight
-
-    preflight()
+    # The directory before statsapi: importing it creates its metrics, whose files live
+    # there (a fresh tmpfs path, as a new replica gets, does not exist yet).
     METRICS_DIR.mkdir(parents=True, exist_ok=True)
     if not os.access(METRICS_DIR, os.W_OK):
         raise RuntimeError(f"PROMETHEUS_MULTIPROC_DIR {METRICS_DIR} is not writable (mount a tmpfs there)")
+    from statsapi import preflight
+
+    preflight()
     for stale in METRICS_DIR.glob("*.db"):
         stale.unlink()
     server.log.info("metrics: multiprocess samples in %s", METRICS_DIR)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -23,6 +24,18 @@ _SCRUBBED_PREFIXES = ("STATSAPI_", "DATABASE_", "REDIS_", "JWT_", "RATELIMIT_", 
 _SCRUBBED = {"LOG_LEVEL", "WEB_CONCURRENCY", "PORT", "PROMETHEUS_MULTIPROC_DIR", "DOCS_ENABLED"}
 # An outer make (`make test` in CI) must not make the README's `make` print directories.
 _SCRUBBED |= {"MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKE_TERMOUT", "MAKE_TERMERR"}
+
+
+def copy_checkout(names: Iterable[str], target: Path) -> None:
+    """Copy these top-level files and directories of the checkout into ``target`` (made
+    if needed), without bytecode caches: a source tree of exactly those parts."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(path, target / name)
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

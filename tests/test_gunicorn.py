@@ -59,7 +59,7 @@ def running(pg_url: str, tmp_path: Path) -> Iterator[int]:
             "JWT_SECRET_KEY": TEST_SECRET,
             "LOG_LEVEL": "WARNING",
         },
-        tmp_path,
+        tmp_path / "metrics",  # not there yet: gunicorn makes it (a fresh tmpfs path)
         port,
     )
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -25,6 +24,7 @@ from statsapi.db import Base
 from statsapi.migrate import head_revision
 
 from .conftest import REDIS_URL, scratch_database
+from .proctools import copy_checkout
 
 pytestmark = pytest.mark.slow
 
@@ -48,13 +48,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # A copy of exactly what the sdist holds: the build writes build/ and *.egg-info into
     # its source tree, and must not depend on anything else in the checkout.
     source = base / "src"
-    source.mkdir()
-    for name in SOURCES:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(path, source / name)
+    copy_checkout(SOURCES, source)
     dist = base / "dist"
     run(sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-index",
         "-q", "-w", dist, source, cwd=base)  # fmt: skip
