@@ -52,6 +52,7 @@ from .stack import (
     launch_nginx,
     make_cert,
     owner_env_of,
+    port_open,
     read_json_lines,
     start_gunicorn,
     stop_process,
@@ -197,13 +198,16 @@ class Replicas(StackBase):
 
     def kill_replica(self, index: int) -> None:
         """SIGKILL to the replica's whole process group: master and workers die at once,
-        with whatever they were doing."""
+        with whatever they were doing. Returns once its port refuses connections: until the
+        last worker is gone the kernel still queues connections on the listening socket it
+        shares, so a request routed there meanwhile was taken in by the dying replica."""
         replica = self.replicas[index]
         if replica.proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(replica.proc.pid, signal.SIGKILL)
         replica.proc.wait(timeout=10)
+        wait_until(lambda: not port_open(replica.port), timeout=10, what=f"replica {index}'s port to close")
 
     def ready(self, index: int) -> bool:
         """Whether replica ``index`` answers /ready with 200 (database reachable and at the

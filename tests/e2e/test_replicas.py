@@ -312,7 +312,7 @@ def _judge_the_kill(
     found = in_database(cluster, "SELECT id FROM records WHERE id = ANY(%s) ORDER BY id", acknowledged)
     assert [row[0] for row in found] == acknowledged
     # For the record (pytest -rP): what the kill cost. A request may succeed late: a reader of
-    # a stats key the victim was computing waits for its lock to expire (up to 20 s).
+    # a stats key the victim was computing waits for its lock lease to lapse (about 3 s).
     slowest = max(o.ended - o.started for o in after)
     print(
         f"kill: {len(failed)} failed, {len(in_flight)} in flight on the victim, "

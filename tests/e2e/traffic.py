@@ -21,8 +21,8 @@ from .stack import StackBase
 
 RECORD_PAGE = "/api/records?limit=20"
 # Longer than anything a healthy stack may make a client wait: nginx's proxy_read_timeout
-# (30 s), which bounds the stats cache's wait for a leader whose replica died holding the
-# computation lock (statsapi/state/stats_cache.py: up to 20 s), and gunicorn's graceful stop.
+# (30 s), which bounds a slow aggregation, and gunicorn's graceful stop. (A leader whose
+# replica died holding a stats computation lock holds its waiters one 3 s lease.)
 CLIENT_TIMEOUT = 35.0
 _names = itertools.count()
 
