@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,38 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 # High enough that no benchmark load is ever limited (the limiter still counts every request).
 NO_LIMIT = "100000000/minute"
 PASSWORD = "bench-password-" + secrets.token_hex(8)
+
+
+# The interpreter each tree runs under: this one, unless the tree needs its own
+# dependencies (an older commit, see ``tree_venv``).
+_PYTHONS: dict[Path, str] = {}
+
+
+def python_for(tree: Path) -> str:
+    return _PYTHONS.get(tree.resolve(), sys.executable)
+
+
+def tree_venv(tree: Path, cache: Path) -> str:
+    """A virtualenv with the dependencies ``tree``'s pyproject.toml declares, pinned by this
+    checkout's lock where it names them (the same Flask under both sides of a comparison);
+    kept in ``cache`` (per commit) for the next run. Returns its interpreter."""
+    python, complete = cache / "bin" / "python", cache / ".complete"
+    if not complete.exists():
+        declared = tomllib.loads((tree / "pyproject.toml").read_text())["project"]["dependencies"]
+        subprocess.run([sys.executable, "-m", "venv", str(cache)], check=True, timeout=300)
+        # The lock's pins without their hashes: with hashes pip would want one for every
+        # requirement, including those the lock does not name.
+        lock = (ROOT / "requirements" / "lock.txt").read_text()
+        constraints = cache / "constraints.txt"
+        constraints.write_text("\n".join(re.findall(r"^[A-Za-z0-9][\w.-]*==\S+", lock, re.M)) + "\n")
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "-c", str(constraints), *declared],
+            check=True,
+            timeout=900,
+        )
+        complete.touch()
+    _PYTHONS[tree.resolve()] = str(python)
+    return str(python)
 
 
 def database_url(name: str) -> str:
@@ -115,7 +148,7 @@ def process_env(tree: Path, env: Mapping[str, str]) -> dict[str, str]:
 
 def cli(tree: Path, env: Mapping[str, str], *args: str, stdin: str | None = None) -> str:
     """``flask --app statsapi ARGS`` against the tree's own statsapi."""
-    argv = [sys.executable, "-m", "flask", "--app", "statsapi", *args]
+    argv = [python_for(tree), "-m", "flask", "--app", "statsapi", *args]
     done = subprocess.run(
         argv,
         cwd=tree,
@@ -134,7 +167,7 @@ def cli(tree: Path, env: Mapping[str, str], *args: str, stdin: str | None = None
 def imported_from(tree: Path, env: Mapping[str, str]) -> Path:
     """Where the tree's processes import statsapi from (must be the tree itself)."""
     out = subprocess.run(
-        [sys.executable, "-c", "import statsapi; print(statsapi.__file__)"],
+        [python_for(tree), "-c", "import statsapi; print(statsapi.__file__)"],
         cwd=tree,
         env=process_env(tree, env),
         capture_output=True,
@@ -179,7 +212,7 @@ class Server:
             "WEB_CONCURRENCY": "2",
             "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
         }
-        self.argv = [sys.executable, "-m", "gunicorn", "-c", str(config or tree / "gunicorn.conf.py"), app]
+        self.argv = [python_for(tree), "-m", "gunicorn", "-c", str(config or tree / "gunicorn.conf.py"), app]
         self.log = Path(self.metrics_dir).with_suffix(".log")
         self.process: subprocess.Popen[bytes] | None = None
 

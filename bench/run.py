@@ -136,6 +136,8 @@ class Bench:
                 check=True,
                 capture_output=True,
             )
+            # The base has dependencies of its own (it used flask-limiter, since removed).
+            harness.tree_venv(path, ROOT / ".bench-venvs" / self.base_commit)
             self.base_tree = path
         return self.base_tree
 
