@@ -202,7 +202,7 @@ def table(figures: Figures) -> list[str]:
 def cpu_table(figures: Figures) -> list[str]:
     lines = [
         "| replicas | API replicas (all workers) | req/s per API core | nginx | wrk "
-        "| whole machine busy (all processes, all agents) |",
+        "| whole machine busy (all processes) |",
         "|---|---|---|---|---|---|",
     ]
     for count, runs in figures.items():
@@ -242,12 +242,18 @@ def findings(med: Medians, gain: float) -> list[str]:
     ]
     if min(busy) >= 0.9:
         work = "did less work" if per_core[last] < 0.95 * per_core[first] else "did about the same work"
+        where = (
+            "they won a larger share of the full CPU from the other processes on the box (Linux shares it "
+            "among runnable threads, and N replicas have N times the threads): that, not spare capacity, "
+            "is where the extra throughput came from"
+            if gain > 1.05
+            else "one replica's workers, nginx, wrk, PostgreSQL and Redis already filled both cores, so more "
+            "replicas only added processes competing for them"
+        )
         lines.append(
-            "- The machine was saturated throughout (other agents' work included), so added replicas found "
-            "no idle core: they won a larger share of a full CPU from the other processes on the box (Linux "
-            "shares a saturated CPU among runnable threads, and N replicas have N times the threads). That, "
-            f"not spare capacity, is where the extra throughput came from; per core used, more replicas {work} "
-            "(each adds a master, its own database pools and caches, and more context switches)."
+            f"- The machine was saturated throughout, so added replicas found no idle core: {where}. Per core "
+            f"used, more replicas {work} (each adds a master, its own database pools and caches, and more "
+            "context switches)."
         )
     else:
         lines.append(
@@ -259,7 +265,7 @@ def findings(med: Medians, gain: float) -> list[str]:
         "state but PostgreSQL and Redis (tests/e2e/test_replicas.py proves the rate limits, revocation, "
         "read-your-writes, idempotency and the stats cache hold across 3 replicas), so where each replica "
         "has cores of its own, throughput grows with replicas until PostgreSQL, Redis or the proxy "
-        f"saturate. A {os.cpu_count()}-core box shared with other agents cannot show that ceiling."
+        f"saturate. A {os.cpu_count()}-core box running the whole stack cannot show that ceiling."
     )
     return lines
 
@@ -279,7 +285,7 @@ def render(figures: Figures, setup: list[str], facts: Sequence[tuple[str, str]],
             "",
             *table(figures),
             "",
-            "CPU used while wrk ran (median over rounds; from /proc, so other agents' processes count in the",
+            "CPU used while wrk ran (median over rounds; from /proc, so every other process counts in the",
             "last column only):",
             "",
             *cpu_table(figures),
@@ -325,7 +331,7 @@ def machine_facts(load_before: tuple[float, float, float]) -> list[tuple[str, st
             "load average (1, 5, 15 min) before / after",
             f"{_rounded(load_before)} / {_rounded(os.getloadavg())}",
         ),
-        ("shared", "other agents' tests and servers ran on the same cores during the run"),
+        ("shared", "PostgreSQL, Redis, nginx and wrk run on the same cores as the replicas"),
         ("Python", f"{platform.python_version()} ({platform.python_implementation()})"),
     ]
 
