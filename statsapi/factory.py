@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from flask import Flask
+from flask.ctx import RequestContext
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import __version__, bootstrap, cli, logs
 from .auth import tokens
 from .config import ConfigError, Settings
 from .db import Database
-from .http import errors, gate, headers, observe, transaction
+from .http import errors, front, gate, headers, observe, transaction
 from .http.api import Api, Blueprint
 from .http.edge import BodyGuard
 from .http.jsonio import StrictJSONProvider
@@ -30,8 +31,9 @@ log = logging.getLogger(__name__)
 
 
 class StatsapiFlask(Flask):
-    """Flask, remembering which functions are coroutines. ``ensure_sync`` (Flask's hook for
-    exactly this) otherwise asks ``inspect`` about every hook and view on every request."""
+    """Flask, remembering which functions are coroutines (``ensure_sync``, Flask's hook for
+    exactly this, otherwise asks ``inspect`` about every hook and view on every request),
+    and taking the front door's ``Request`` instead of building a second one."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -43,6 +45,9 @@ class StatsapiFlask(Flask):
         if is_async is None:
             is_async = self._coroutines[key] = inspect.iscoroutinefunction(func)
         return self.async_to_sync(func) if is_async else func
+
+    def request_context(self, environ: dict[str, Any]) -> RequestContext:
+        return front.request_context(self, environ)
 
 
 def preflight(environ: Mapping[str, str] | None = None) -> Settings:
@@ -89,6 +94,18 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     )
     app.json = StrictJSONProvider(app)
     app.extensions["statsapi.settings"] = settings
+
+    database = Database(settings)
+    transaction.init_app(app, database)
+    keys = tokens.init_app(app, settings)
+    shared = backends.init_app(app, settings, database, keys)
+    # The front door around Flask: request id, route, gate, then the view (http.front).
+    front.init_app(app, _gate(app, settings, shared))
+    observe.init_app(app, settings.metrics_allowed_networks)
+    errors.init_app(app)
+    headers.init_app(app)
+    register(app, Api(app))
+    cli.init_app(app)
     if settings.trusted_proxy_hops:
         # Trust exactly N proxies: the client IP is the Nth address from the right.
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
@@ -97,18 +114,6 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     # Outermost: bodies the app did not read are drained (or the connection closed), and a
     # chunked body over the limit is a 413 like any other.
     app.wsgi_app = BodyGuard(app.wsgi_app, settings.max_content_length)  # type: ignore[method-assign]
-
-    database = Database(settings)
-    transaction.init_app(app, database)
-    keys = tokens.init_app(app, settings)
-    shared = backends.init_app(app, settings, database, keys)
-    # Hooks run in this order before each request (after it: headers, then observe last).
-    observe.init_app(app, settings.metrics_allowed_networks)
-    gate.init_app(app, _gate(settings, shared))
-    errors.init_app(app)
-    headers.init_app(app)
-    register(app, Api(app))
-    cli.init_app(app)
     schema = SchemaCheck(code_schema())  # parsed once: /ready is polled
     app.extensions["statsapi.schema_check"] = schema
     app.extensions["statsapi.migration_head"] = schema.head
@@ -117,8 +122,9 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     return app
 
 
-def _gate(settings: Settings, shared: backends.SharedState) -> gate.Gate:
+def _gate(app: Flask, settings: Settings, shared: backends.SharedState) -> gate.Gate:
     return gate.Gate(
+        app,
         tiers=Tiers(settings),
         store=shared.admission,
         cache=shared.cache,

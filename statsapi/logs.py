@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from flask import g, has_request_context
+from flask import g, has_app_context
 
 access_log = logging.getLogger("statsapi.access")
 
@@ -41,10 +41,11 @@ class JsonLines(logging.Formatter):
             self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(created))
         return self._stamp
 
+    _encode = json.JSONEncoder(default=str).encode  # json.dumps(default=...) builds one per call
+
     def line(self, created: float, level: str, logger: str, message: str, fields: dict[str, Any]) -> str:
-        return json.dumps(
-            {"time": self._time(created), "level": level, "logger": logger, "message": message, **fields},
-            default=str,
+        return self._encode(
+            {"time": self._time(created), "level": level, "logger": logger, "message": message, **fields}
         )
 
     def format(self, record: logging.LogRecord) -> str:
@@ -80,7 +81,7 @@ class _DropDevServerAccessLines(logging.Filter):
 
 class RequestContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if has_request_context():
+        if has_app_context():  # the front door's context: gate and view alike
             record.request_id = g.get("request_id")
             principal = g.get("principal")
             record.user_id = principal.id if principal is not None else None

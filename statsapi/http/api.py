@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import flask_smorest
 import marshmallow as ma
 from apispec import BasePlugin
-from flask import Response, request
+from flask import Request, request
 from webargs.core import missing
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException
@@ -36,6 +36,7 @@ from . import jsonio
 from .apidoc import document_errors
 from .gate import CacheUse, RouteQuota, exempt
 from .openapi_docs import OAUTH_PASSWORD_SCHEME, problem_examples
+from .reply import Reply
 from .transaction import commits
 
 F = Callable[..., Any]
@@ -255,10 +256,10 @@ class StrictParser(FlaskParser):
                     self._memo.popitem(last=False)
         return parsed
 
-    def parse_query(self, schema: Any) -> Any:
+    def parse_query(self, schema: Any, req: Request) -> Any:
         """The request's query arguments for ``schema``, or None if they do not validate."""
         try:
-            return self.parse(schema, location="query")
+            return self.parse(schema, req=req, location="query")
         except HTTPException:
             return None
 
@@ -355,7 +356,7 @@ class Blueprint(flask_smorest.Blueprint):
         return decorator
 
     @staticmethod
-    def limit(tier: str, *, per: Callable[[str], str]) -> Callable[[F], F]:
+    def limit(tier: str, *, per: Callable[[str, Request], str]) -> Callable[[F], F]:
         """Add the ``tier`` quotas (settings) to the caller's own, counted per ``per(subject)``
         where subject is the caller ("ip:..." or "user:...")."""
 
@@ -366,7 +367,7 @@ class Blueprint(flask_smorest.Blueprint):
         return decorator
 
     @staticmethod
-    def costs(cost: Callable[[], int]) -> Callable[[F], F]:
+    def costs(cost: Callable[[Request], int]) -> Callable[[F], F]:
         """The records this request writes, spent against the writer's ``records`` quota by
         the gate (``http.cost``); called on the raw request, before any parsing."""
 
@@ -378,7 +379,8 @@ class Blueprint(flask_smorest.Blueprint):
 
     @staticmethod
     def answers_from_cache(
-        key: Callable[[Mapping[str, Any], int, Role], CacheKey], respond: Callable[[CachedStats], Response]
+        key: Callable[[Mapping[str, Any], int, Role], CacheKey],
+        respond: Callable[[CachedStats, Request], Reply],
     ) -> Callable[[F], F]:
         """A cached read: the gate looks the answer up in its one round trip and, when it
         is there, answers with ``respond`` without running the view."""

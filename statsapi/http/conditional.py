@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from flask import request
+from flask import Request, request
 
 from ..problems import Problem
 from .apidoc import document_header
@@ -31,9 +31,9 @@ def _unquote(etag: str) -> str:
 MAX_CONDITIONAL_HEADER = 1024
 
 
-def _conditional_header(name: str) -> str:
+def _conditional_header(name: str, req: Request | None = None) -> str:
     """The header's value ("" when absent); one longer than documented is a 422."""
-    value = request.headers.get(name, "")
+    value = (req or request).headers.get(name, "")
     if len(value) > MAX_CONDITIONAL_HEADER:
         raise Problem(
             422,
@@ -65,10 +65,10 @@ def require_if_match(current: str, *, required: bool = True) -> None:
     )
 
 
-def not_modified(current: str) -> bool:
-    if not _conditional_header("If-None-Match"):
+def not_modified(current: str, req: Request) -> bool:
+    if not _conditional_header("If-None-Match", req):
         return False  # the common case: nothing to parse
-    if_none_match = request.if_none_match
+    if_none_match = req.if_none_match
     return if_none_match.star_tag or if_none_match.contains_weak(_unquote(current))
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import request
+from flask import Request
 
 
 def objects_inside(body: bytes) -> int:
@@ -32,14 +32,14 @@ def objects_inside(body: bytes) -> int:
     return max(outside_strings.count(b"{") - 1, 0)
 
 
-def records_in_body(limit: int) -> Callable[[], int]:
+def records_in_body(limit: int) -> Callable[[Request], int]:
     """The cost of a batch: its records, counted in the raw body, between 1 and ``limit``."""
 
-    def cost() -> int:
-        return min(max(objects_inside(request.get_data(cache=True)), 1), limit)
+    def cost(req: Request) -> int:
+        return min(max(objects_inside(req.get_data(cache=True)), 1), limit)
 
     return cost
 
 
-def one() -> int:
+def one(_req: Request) -> int:
     return 1

@@ -1,4 +1,4 @@
-"""The request gate: every routed request passes here once, before its view.
+"""The request gate: every routed request passes here once, before Flask dispatches it.
 
 In order, for the route's policy (declared by the view's decorators, see ``http.api``):
 
@@ -12,10 +12,13 @@ In order, for the route's policy (declared by the view's decorators, see ``http.
 4. 429 if a quota is exceeded; 401/403 from the guard (the database answers when the
    token state is not cached or does not verify);
 5. a cacheable read whose answer was found finishes here, with the view's own response
-   builder; everything else goes on to the view.
+   builder (``http.reply``); everything else goes on to the view.
 
-The rate-limit headers, request id, metrics and access line are added after the view
-(``http.observe``), to early answers and errors alike.
+The gate runs in ``http.front``, the WSGI layer around Flask, so an answer found here costs
+no dispatch. A problem it raises is raised again as Flask's first before-request hook, so
+every error is rendered by ``http.errors``, like any other. The rate-limit headers, request
+id, metrics and access line are added by the front door (``http.observe``), to early answers,
+views and errors alike.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Request, Response, current_app, request
+from flask import Flask, Request
+from flask.ctx import _AppCtxGlobals
 
 from ..auth.guard import judge
 from ..auth.revocations import RevocationFeed
@@ -39,7 +43,7 @@ from ..state.admission import AdmissionStore, TokenRef
 from ..state.redis import RedisUnavailable
 from ..state.stats_cache import CachedStats, CacheKey, StatsCache
 from . import limits
-from .current import current_g, current_request
+from .reply import Reply
 from .transaction import session
 
 _WINDOW_TEXT = {1: "1 second", 60: "1 minute", 3600: "1 hour", 86400: "1 day"}
@@ -50,7 +54,7 @@ class RouteQuota:
     """A quota a route adds to its caller's tier (login: per IP + username)."""
 
     tier: str
-    subject: Callable[[str], str]  # the caller's subject ("ip:...", "user:...") -> this quota's
+    subject: Callable[[str, Request], str]  # the caller's subject ("ip:...", "user:...") -> this quota's
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class CacheUse:
     """How a cacheable read finds its answer before its view runs, and answers it."""
 
     key: Callable[[Mapping[str, Any], int, Role], CacheKey]  # (query args, user id, role)
-    respond: Callable[[CachedStats], Response]
+    respond: Callable[[CachedStats, Request], Reply]
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class RoutePolicy:
     accepts: frozenset[str] = frozenset()  # "query", "json"
     query_schema: Any = None
     cache: CacheUse | None = None
-    cost: Callable[[], int] | None = None  # records this request writes (``Blueprint.costs``)
+    cost: Callable[[Request], int] | None = None  # records this request writes (``Blueprint.costs``)
 
     @classmethod
     def of(cls, view: Any) -> RoutePolicy:
@@ -95,15 +99,17 @@ class RoutePolicy:
 class Gate:
     def __init__(
         self,
+        app: Flask,
         *,
         tiers: limits.Tiers,
         store: AdmissionStore,
         cache: StatsCache,
         tokens: TokenStateCache | None,
         codec: StateCodec,
-        parse_query: Callable[[Any], Mapping[str, Any] | None],
+        parse_query: Callable[[Any, Request], Mapping[str, Any] | None],
         revocations: RevocationFeed | None = None,
     ) -> None:
+        self.app = app
         self.tiers = tiers
         self.store = store
         self.cache = cache
@@ -120,7 +126,7 @@ class Gate:
     def policy(self, endpoint: str, method: str) -> RoutePolicy:
         cached = self._policies.get((endpoint, method))
         if cached is None:
-            view = current_app.view_functions.get(endpoint)
+            view = self.app.view_functions.get(endpoint)
             view_class = getattr(view, "view_class", None)
             if view_class is not None:
                 view = getattr(view_class, "get" if method == "HEAD" else method.lower(), None)
@@ -128,9 +134,8 @@ class Gate:
         return cached
 
     # -- the gate -------------------------------------------------------------------
-    def admit(self) -> Response | None:
-        """Run before every view; returns an early answer, raises a problem, or lets it pass."""
-        req, ctx = current_request(), current_g()
+    def admit(self, req: Request, ctx: _AppCtxGlobals) -> Reply | None:
+        """Run before Flask dispatches; returns an early answer, raises a problem, or lets it pass."""
         if req.endpoint is None:
             return None  # 404/405: routing answers, nothing to count or protect
         route = ctx.route = self.policy(req.endpoint, req.method)
@@ -143,7 +148,7 @@ class Gate:
         token = TokenRef(int(claims["sub"]), str(claims["fam"])) if claims is not None else None
         admission = self.store.admit(self._charges(route, claims, req), token, probe)
         ctx.rate_counts = admission.counts
-        self._refuse_if_limited(admission.counts)
+        self._refuse_if_limited(admission.counts, req)
         if route.strict:  # after counting: a malformed request spends quota like any other
             refuse_unaccepted_input(route, req)
         if not route.auth:
@@ -157,7 +162,7 @@ class Gate:
         if probe is not None and route.cache is not None and principal.role.value == claims["role"]:
             cached = self.cache.opened(probe, admission.cache_version, admission.cache_entry)
             if cached is not None:
-                return route.cache.respond(cached)
+                return route.cache.respond(cached, req)
         return None
 
     def _identify(
@@ -181,9 +186,9 @@ class Gate:
             subject, tier = f"ip:{req.remote_addr or 'unknown'}", "anonymous"
         charges = self.tiers.charges(tier, subject)
         for quota in route.quotas:
-            charges += self.tiers.charges(quota.tier, quota.subject(subject))
+            charges += self.tiers.charges(quota.tier, quota.subject(subject, req))
         if route.cost is not None and claims is not None and claims["type"] == "access":
-            charges += self.tiers.charges("records", f"records:{subject}", cost=route.cost())
+            charges += self.tiers.charges("records", f"records:{subject}", cost=route.cost(req))
         return charges
 
     def _probe(self, route: RoutePolicy, claims: Mapping[str, Any] | None, req: Request) -> CacheKey | None:
@@ -194,7 +199,7 @@ class Gate:
         if memo in self._probes:
             return self._probes[memo]
         key = None
-        args = self.parse_query(route.query_schema)
+        args = self.parse_query(route.query_schema, req)
         if args is not None:
             with contextlib.suppress(Problem):
                 key = route.cache.key(args, int(claims["sub"]), Role(claims["role"]))
@@ -205,12 +210,12 @@ class Gate:
         return key
 
     @staticmethod
-    def _refuse_if_limited(counts: list[limits.Count]) -> None:
+    def _refuse_if_limited(counts: list[limits.Count], req: Request) -> None:
         breached = [count for count in counts if count.breached]
         if not breached:
             return
         quota = limits.binding(breached).charge.quota
-        RATE_LIMITED.labels(route=request.url_rule.rule if request.url_rule else "unmatched").inc()
+        RATE_LIMITED.labels(route=req.url_rule.rule if req.url_rule else "unmatched").inc()
         window = _WINDOW_TEXT.get(quota.window, f"{quota.window} seconds")
         if quota.name.startswith("records-"):
             raise Problem(
@@ -273,8 +278,3 @@ def refuse_unaccepted_input(route: RoutePolicy, req: Request) -> None:
             errors["_body"] = ["This operation takes no request body."]
     if errors:
         raise InvalidInput(errors=errors)
-
-
-def init_app(app: Flask, gate: Gate) -> None:
-    app.extensions["statsapi.gate"] = gate
-    app.before_request(gate.admit)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from flask import Flask, Response
+from flask import Flask, Request, Response
 
 from .current import current_request
 
@@ -44,20 +44,22 @@ _ALWAYS = {
 }
 
 
-def finish(response: Response) -> Response:
-    """Security headers on every response; and a 204 or 304 has no body, so no
-    Content-Type (Flask would say text/html); the automatic OPTIONS answer is a 204."""
-    req = current_request()
-    headers = response.headers
-    status = response.status_code
-    if req.method == "OPTIONS" and status == 200 and not response.get_data():
-        response.status_code = status = 204
-    if status in (204, 304):
-        headers.pop("Content-Type", None)
+def secure(req: Request, headers: list[tuple[str, str]]) -> None:
+    """Security headers on every response (run by ``http.front``), unless its view set them."""
     path = req.path
     defaults = _defaults(_DOCS_CSP.get(path, _API_CSP), req.is_secure, path.startswith("/api/"))
-    present = {name.lower() for name in headers.keys()}  # noqa: SIM118 (Headers iterates pairs)
+    present = {name.lower() for name, _ in headers}
     headers.extend([(name, value) for name, value in defaults if name.lower() not in present])
+
+
+def tidy(response: Response) -> Response:
+    """A Flask response with no body has no Content-Type (Flask would say text/html), and the
+    automatic OPTIONS answer is a 204."""
+    status = response.status_code
+    if current_request().method == "OPTIONS" and status == 200 and not response.get_data():
+        response.status_code = status = 204
+    if status in (204, 304):
+        response.headers.pop("Content-Type", None)
     return response
 
 
@@ -75,4 +77,4 @@ def _defaults(csp: str, secure: bool, api: bool) -> tuple[tuple[str, str], ...]:
 
 
 def init_app(app: Flask) -> None:
-    app.after_request(finish)
+    app.after_request(tidy)

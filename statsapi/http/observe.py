@@ -1,8 +1,8 @@
-"""What every response tells the client and the operator.
+"""What every response tells the client and the operator (run by ``http.front``).
 
 Before the gate: the request id (nginx's ``X-Request-ID`` when well-formed, else one
-made here). After the view — or the gate's early answer, or an error: the rate-limit
-headers of the quotas the gate counted, the request id, the request metrics and one
+made here). As the response starts — the view's, the gate's early answer or an error's:
+the rate-limit headers of the quotas counted, the request id, the request metrics and one
 JSON access line. ``/metrics`` (Prometheus) answers private networks only.
 """
 
@@ -17,13 +17,13 @@ import threading
 import time
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Request, Response, current_app, request
+from flask.ctx import _AppCtxGlobals
 
 from .. import logs
 from ..metrics import LATENCY, REQUESTS, exposition
 from ..problems import NotFound
 from . import limits
-from .current import current_g, current_request
 from .gate import exempt
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -69,22 +69,20 @@ _ids = RequestIds()
 _instruments = Instruments()
 
 
-def start() -> None:
-    ctx = current_g()
+def start(ctx: _AppCtxGlobals, environ: dict[str, Any]) -> None:
     ctx.started = time.perf_counter()
-    incoming = current_request().headers.get(REQUEST_ID_HEADER, "")
+    incoming = environ.get("HTTP_X_REQUEST_ID", "")
     # Take nginx's id when it is well-formed; anything else could inject into logs.
     ctx.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else _ids.new()
 
 
-def finish(response: Response) -> Response:
-    req, ctx = current_request(), current_g()
-    status = response.status_code
+def finish(ctx: _AppCtxGlobals, req: Request, status: int, headers: list[tuple[str, str]]) -> None:
+    """Adds the rate-limit headers and the request id to ``headers``; records the request."""
     request_id = ctx.get("request_id", "")
     counts = ctx.get("rate_counts")
-    added = limits.headers(counts, status=status) if counts else {}
-    added[REQUEST_ID_HEADER] = request_id
-    response.headers.extend(added)
+    if counts:
+        headers.extend(limits.headers(counts, status=status).items())
+    headers.append((REQUEST_ID_HEADER, request_id))
     duration = time.perf_counter() - ctx.get("started", time.perf_counter())
     route = req.url_rule.rule if req.url_rule else "unmatched"
     _instruments.observe(route, req.method, status, duration)
@@ -101,7 +99,6 @@ def finish(response: Response) -> Response:
             "user_id": principal.id if principal is not None else None,
         }
     )
-    return response
 
 
 @exempt
@@ -121,5 +118,3 @@ def metrics_endpoint() -> Response:
 def init_app(app: Flask, metrics_networks: tuple[str, ...]) -> None:
     app.extensions["statsapi.metrics_networks"] = tuple(ipaddress.ip_network(n) for n in metrics_networks)
     app.add_url_rule("/metrics", "metrics", metrics_endpoint)
-    app.before_request(start)
-    app.after_request(finish)  # registered first, so it runs last (after every header is set)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, request
+from flask import Request, Response, request
 from flask.views import MethodView
 
 from ..auth.guard import current_principal
@@ -19,16 +19,16 @@ from ..services import auth as auth_service
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Log in, rotate tokens, log out.")
 
 
-def per_username(subject: str) -> str:
+def per_username(subject: str, req: Request) -> str:
     """Login guesses are counted per client IP + the username they try (JSON at /login, a
     form at /token: one budget for both)."""
-    body = try_loads(request.get_data(cache=True)) if request.is_json else request.form
+    body = try_loads(req.get_data(cache=True)) if req.is_json else req.form
     username = body.get("username") if isinstance(body, dict) else None
     name = username.strip().lower()[:64] if isinstance(username, str) else "-"
     return f"login:{subject}:{name}"
 
 
-def per_caller(subject: str) -> str:
+def per_caller(subject: str, _req: Request) -> str:
     return f"password:{subject}"
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from flask import Response, jsonify, url_for
+from flask import Response, jsonify, request, url_for
 from flask.views import MethodView
 
 from ..auth.guard import current_principal
@@ -135,7 +135,7 @@ class RecordById(MethodView):
         record = record_service.get_visible(
             session(), record_id=record_id, role=principal.role, user_id=principal.id
         )
-        if not_modified(etag_of(record)):
+        if not_modified(etag_of(record), request):
             return Response(status=304, headers=_headers(record))
         return jsonify(dump_record(record)), 200, _headers(record)
 

@@ -144,7 +144,7 @@ class RedisConnection:
 
     def key(self, *parts: object) -> str:
         """A key in this deployment's space (RedisUnavailable until that space is known)."""
-        return self.keyspace.prefix + ":".join(str(p) for p in parts)
+        return self.keyspace.prefix + ":".join(map(str, parts))
 
     @property
     def is_down(self) -> bool:

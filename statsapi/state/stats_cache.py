@@ -100,12 +100,22 @@ def cache_key(owner_id: int | None, key_material: Mapping[str, Any]) -> CacheKey
 class EntryCodec:
     """``<mac> <etag>\n<body>``: sealed at store time, opened (and checked) on read."""
 
+    # Entries already opened, by exactly what was read: the same bytes under the same key
+    # and version open to the same answer, so a hot entry's MAC is checked once, not on
+    # every hit. Bounded in count, and only small entries are kept.
+    MEMO_ENTRIES = 256
+    MEMO_MAX_BYTES = 64 * 1024
+
     def __init__(self, key: bytes) -> None:
         self._base = self._key = key
+        self._opened: dict[tuple[str, str, Any, bytes], CachedStats] = {}
+        self._lock = threading.Lock()
 
     def bind(self, identity: str) -> None:
         """Seal under this database's identity (see ``StateCodec.bind``)."""
         self._key = hmac.new(self._base, identity.encode(), hashlib.sha256).digest()
+        with self._lock:
+            self._opened.clear()
 
     def _mac(self, key: CacheKey, version: str, etag: bytes, body: bytes) -> bytes:
         message = f"{key.scope}|{version}|{key.digest}|".encode() + etag + b"|" + body
@@ -119,12 +129,22 @@ class EntryCodec:
         """The cached answer, or None if the value is not one this deployment sealed."""
         if not isinstance(value, bytes) or not isinstance(version, bytes | str):
             return None
+        memo = (key.scope, key.digest, version, value)
+        opened = self._opened.get(memo)
+        if opened is not None:
+            return opened
         head, newline, body = value.partition(b"\n")
         mac, _, etag = head.partition(b" ")
         version_text = version.decode("ascii", "replace") if isinstance(version, bytes) else version
         if not newline or not hmac.compare_digest(mac, self._mac(key, version_text, etag, body)):
             return None
-        return CachedStats(body=body, etag=etag.decode(), hit=True)
+        opened = CachedStats(body=body, etag=etag.decode(), hit=True)
+        if len(value) <= self.MEMO_MAX_BYTES:
+            with self._lock:
+                self._opened[memo] = opened
+                if len(self._opened) > self.MEMO_ENTRIES:  # drop the oldest (insertion order)
+                    del self._opened[next(iter(self._opened))]
+        return opened
 
 
 def serialise(body: Mapping[str, Any]) -> bytes:
