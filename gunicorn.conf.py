@@ -187,6 +187,13 @@ def on_starting(server: Any) -> None:
     server.log.info("metrics: multiprocess samples in %s", METRICS_DIR)
 
 
+def worker_exit(server: Any, worker: Any) -> None:
+    """Write the access lines the worker still holds (production buffers them briefly)."""
+    from statsapi.logs import flush_access
+
+    flush_access()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges; its counters stay in the sums."""
     from statsapi.metrics import mark_worker_dead

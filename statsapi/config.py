@@ -96,6 +96,21 @@ def _looks_placeholder(secret: str) -> bool:
     return len(set(normalised)) < 8
 
 
+def _access_log_flush(get: Any, *, production: bool) -> float:
+    """Seconds access lines may wait in memory (0: each is written as its request ends).
+    Production buffers them, like nginx's ``access_log ... flush=``: see ``logs.AccessLines``."""
+    raw = get("ACCESS_LOG_FLUSH_SECONDS", "").strip()
+    if not raw:
+        return 0.5 if production else 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ConfigError(f"ACCESS_LOG_FLUSH_SECONDS must be a number, got {raw!r}") from None
+    if not 0 <= seconds <= 10:
+        raise ConfigError(f"ACCESS_LOG_FLUSH_SECONDS must be between 0 and 10, got {raw!r}")
+    return seconds
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Every knob statsapi reads from the environment (see ``.env.example``)."""
@@ -124,6 +139,7 @@ class Settings:
     docs_enabled: bool = True
     max_content_length: int = 1024 * 1024
     log_level: str = "INFO"
+    access_log_flush_seconds: float = 0.0
     db_statement_timeout_ms: int = 15000
     db_pool_size: int = 5
     metrics_allowed_networks: tuple[str, ...] = DEFAULT_METRICS_NETWORKS
@@ -176,6 +192,7 @@ class Settings:
             jwt_secret_generated=generated,
             **_tunables(get),
             log_level=log_level,
+            access_log_flush_seconds=_access_log_flush(get, production=production),
             metrics_allowed_networks=_networks(
                 get("METRICS_ALLOWED_NETWORKS", ",".join(DEFAULT_METRICS_NETWORKS))
             ),

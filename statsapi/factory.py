@@ -78,7 +78,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     settings = config if isinstance(config, Settings) else preflight(config)
     if config is None and bootstrap.invocation() == "help":
         return cli.help_app(settings)  # `flask --help`: list the commands, build nothing
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.access_log_flush_seconds)
     # No static route: the docs serve their own assets (resources.docs).
     app = StatsapiFlask(
         "statsapi", instance_path=str(Path(settings.instance_path).resolve()), static_folder=None

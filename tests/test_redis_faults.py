@@ -151,3 +151,32 @@ def test_redis_client_errors_are_the_only_thing_that_degrades(server: ThrowawayR
     connection.close()
     assert isinstance(server.client().ping(), bool)
     assert redis  # the module under test talks to this very server
+
+
+def test_a_frozen_redis_times_out_the_hot_path_within_its_deadline(
+    server: ThrowawayRedis, make_app: Callable[..., Flask], clean: Flask
+) -> None:
+    """The gate's connection is timed by the kernel (SO_RCVTIMEO), not by Python's poll:
+    a Redis that stops answering mid-connection still costs one deadline, then the
+    breaker answers from PostgreSQL."""
+    import os
+    import signal
+
+    app = make_app(REDIS_URL=server.url, REDIS_SOCKET_TIMEOUT="0.3")
+    factory = Factory(app)
+    alice = factory.actor(app.test_client(), username="alice")
+    factory.record(alice, amount="-15.00")
+    alice.get("/api/stats")
+    assert alice.get("/api/stats").headers["X-Cache"] == "HIT"  # the gate's connection is open
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        frozen = alice.get("/api/stats")
+        elapsed = time.monotonic() - started
+        assert frozen.status_code == 200
+        assert frozen.json["totals"]["EUR"]["sum"] == "-15.00"
+        assert elapsed < 1.5, elapsed
+        assert app.test_client().get("/ready").json["status"] == "degraded"
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -116,6 +118,28 @@ class KeySpace:
         return True
 
 
+def _kernel_timeouts(connection: Any) -> None:
+    """Let the kernel time this connection's reads and writes out, not Python.
+
+    A Python socket with a timeout polls before every send and receive: two more system
+    calls per round trip, each releasing the GIL to the worker's other threads. The same
+    deadline set as SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket costs nothing until it
+    fires; then the read fails (EAGAIN), the client raises ConnectionError and the
+    breaker opens as for any timeout. Done once per (re)connection, plain TCP and Unix
+    sockets only (TLS keeps Python's timeouts). ``_sock`` is redis-py's socket attribute.
+    """
+    sock = getattr(connection, "_sock", None)
+    if type(sock) is not socket.socket:
+        return
+    seconds = sock.gettimeout()
+    if seconds is None:
+        return  # blocking already: done on an earlier call
+    deadline = struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, deadline)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, deadline)
+    sock.setblocking(True)
+
+
 class RedisConnection:
     def __init__(
         self, url: str, *, timeout: float, keyspace: KeySpace | None = None, prefix: str = DEFAULT_PREFIX
@@ -183,6 +207,7 @@ class RedisConnection:
             if fresh:
                 raise
             connection.send_packed_command(command, check_health=False)  # reconnects
+        _kernel_timeouts(connection)
         try:
             return connection.read_response()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
