@@ -9,9 +9,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from flask import Flask
+from flask import Flask, Request
 from flask.ctx import RequestContext
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import MapAdapter
 
 from . import __version__, bootstrap, cli, logs
 from .auth import tokens
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 class StatsapiFlask(Flask):
     """Flask, remembering which functions are coroutines (``ensure_sync``, Flask's hook for
     exactly this, otherwise asks ``inspect`` about every hook and view on every request),
-    and taking the front door's ``Request`` instead of building a second one."""
+    and taking the front door's ``Request`` and route instead of making them again."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -48,6 +49,11 @@ class StatsapiFlask(Flask):
 
     def request_context(self, environ: dict[str, Any]) -> RequestContext:
         return front.request_context(self, environ)
+
+    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
+        if request is not None and front.routed(request):
+            return front.LazyUrlAdapter(lambda: super(StatsapiFlask, self).create_url_adapter(request))  # type: ignore[return-value]
+        return super().create_url_adapter(request)
 
 
 def preflight(environ: Mapping[str, str] | None = None) -> Settings:

@@ -81,7 +81,7 @@ class FrontDoor:
         memo = (environ.get("HTTP_HOST", ""), req.method, environ.get("PATH_INFO", ""))
         found = self._routes.get(memo)
         if found is None:
-            adapter = self.app.create_url_adapter(req)
+            adapter = Flask.create_url_adapter(self.app, req)
             try:
                 rule, args = adapter.match(return_rule=True)  # type: ignore[union-attr]
             except HTTPException as error:
@@ -107,8 +107,28 @@ class FrontRequestContext(RequestContext):
     """Flask's request context around the front door's ``Request``, which is matched already."""
 
     def match_request(self) -> None:
-        if REQUEST_KEY not in self.request.environ:  # built outside the front door (tests, CLI)
+        if not routed(self.request):  # built outside the front door (tests, CLI)
             super().match_request()
+
+
+class LazyUrlAdapter:
+    """Flask's URL adapter for a request the front door routed: Flask builds one for every
+    request, but then only ``url_for`` needs it (a created record's Location), so it is
+    built on first use."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._adapter: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._adapter is None:
+            self._adapter = self._build()
+        return getattr(self._adapter, name)
+
+
+def routed(req: Request) -> bool:
+    """Whether the front door built and routed this request."""
+    return req.environ.get(REQUEST_KEY) is req
 
 
 def request_context(app: Flask, environ: dict[str, Any]) -> RequestContext:

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ class Quota:
     amount: int
     window: int
 
-    @property
+    @functools.cached_property
     def policy(self) -> str:
         return f'"{self.name}";q={self.amount};w={self.window}'
 
@@ -131,7 +132,7 @@ def binding(counts: Sequence[Count]) -> Count:
 
 def headers(counts: Sequence[Count], *, status: int) -> dict[str, str]:
     """The rate-limit headers for a response, naming the binding limit."""
-    current = binding(counts)
+    current = counts[0] if len(counts) == 1 else binding(counts)
     seconds_left = max(int(current.reset_at - time.time()), 0)
     out = {
         "RateLimit-Policy": ", ".join(c.charge.quota.policy for c in counts),

@@ -133,6 +133,30 @@ class RedisAdmission:
         self.cache = cache
         self.tokens = tokens
         self._script = connection.client.register_script(_ADMIT.encode())
+        # Key names by token and by cache scope, made once: the key space never changes
+        # once bound. Bounded: cleared when full.
+        self._token_key_names: dict[TokenRef, tuple[str, str]] = {}
+        self._cache_key_names: dict[str, tuple[str, str]] = {}
+
+    KEY_NAMES_KEPT = 4096
+
+    def _token_keys(self, token: TokenRef) -> tuple[str, str]:
+        names = self._token_key_names.get(token)
+        if names is None:
+            names = (self.tokens.user_key(token.user_id), self.tokens.family_key(token.family_id))
+            if len(self._token_key_names) >= self.KEY_NAMES_KEPT:
+                self._token_key_names.clear()
+            self._token_key_names[token] = names
+        return names
+
+    def _cache_keys(self, scope: str) -> tuple[str, str]:
+        names = self._cache_key_names.get(scope)
+        if names is None:
+            names = (self.cache.version_key(scope), self.cache.entry_prefix(scope))
+            if len(self._cache_key_names) >= self.KEY_NAMES_KEPT:
+                self._cache_key_names.clear()
+            self._cache_key_names[scope] = names
+        return names
 
     def admit(self, charges: Sequence[Charge], token: TokenRef | None, probe: CacheKey | None) -> Admission:
         try:
@@ -145,12 +169,13 @@ class RedisAdmission:
             args += [charge.quota.window * 1000, charge.cost]
         token_keys: tuple[str, ...] = ()
         if token is not None and self.tokens.trusted:
-            token_keys = (self.tokens.user_key(token.user_id), self.tokens.family_key(token.family_id))
+            token_keys = self._token_keys(token)
         keys += token_keys
         args.append("1" if token_keys else "0")
         if probe is not None and self.cache.trusted:
-            keys.append(self.cache.version_key(probe.scope))
-            args += [self.cache.entry_prefix(probe.scope), probe.digest]
+            version_key, entry_prefix = self._cache_keys(probe.scope)
+            keys.append(version_key)
+            args += [entry_prefix, probe.digest]
         else:
             args += ["", ""]
         try:
