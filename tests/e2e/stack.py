@@ -60,6 +60,7 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 # generous app login limit so nginx's limit_req is what a login burst meets first.
 ANONYMOUS_LIMIT = 5
 STARTUP_TIMEOUT = 45.0
+ACCESS_LOG_FLUSH_SECONDS = 0.5  # production's default: access lines wait this long at most
 SECURITY_HEADERS = (
     "Strict-Transport-Security",
     "Content-Security-Policy",
@@ -443,6 +444,7 @@ def e2e_env(db_name: str, redis_prefix: str, tmp: Path, admin_password: str) -> 
         "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus"),
         "STATSAPI_INSTANCE_PATH": str(tmp / "instance"),
         "LOG_LEVEL": "INFO",
+        "ACCESS_LOG_FLUSH_SECONDS": str(ACCESS_LOG_FLUSH_SECONDS),
         "WEB_CONCURRENCY": "2",
         "GUNICORN_THREADS": "4",
         "BOOTSTRAP_ADMIN_USERNAME": "e2e-admin",
@@ -556,7 +558,12 @@ class Stack(StackBase):
     def gunicorn_url(self) -> str:
         return f"http://127.0.0.1:{self.gunicorn_port}"
 
-    def app_log_lines(self) -> list[dict[str, Any]]:
+    def app_log_lines(self, *, settled: bool = False) -> list[dict[str, Any]]:
+        """The app's JSON lines so far. Access lines wait in the workers for up to
+        ``ACCESS_LOG_FLUSH_SECONDS`` (production's buffering): ``settled`` first waits past
+        two such periods, so a line still absent was never written."""
+        if settled:
+            time.sleep(2 * ACCESS_LOG_FLUSH_SECONDS + 0.3)
         return read_json_lines(self.gunicorn_log)
 
     # -- lifecycle -----------------------------------------------------------------------------

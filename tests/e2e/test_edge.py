@@ -119,7 +119,7 @@ def test_rate_limit_is_keyed_on_the_real_client_ip(stack: Stack) -> None:
     # The app saw our address, not the forged one.
     forged_lines = [
         line
-        for line in stack.app_log_lines()
+        for line in stack.app_log_lines(settled=True)
         if line.get("logger") == "statsapi.access" and str(line.get("request_id")).startswith("forged-")
     ]
     assert len(forged_lines) == 3 and {line["client_ip"] for line in forged_lines} == {ip}
@@ -164,7 +164,7 @@ def test_two_megabyte_body_is_refused_by_nginx_with_413_problem_json(stack: Stac
     assert_security_headers(response)
     # nginx answered: the app never saw the request.
     request_id = response.headers["X-Request-ID"]
-    assert not [line for line in stack.app_log_lines() if line.get("request_id") == request_id]
+    assert not [line for line in stack.app_log_lines(settled=True) if line.get("request_id") == request_id]
 
 
 @pytest.mark.parametrize("path", ["/metrics", "/metrics/", "//metrics", "/%6Detrics", "/metrics?format=text"])
