@@ -39,7 +39,7 @@ format: install
 openapi: $(BIN)/flask
 	STATSAPI_ENV=testing $(BIN)/flask --app statsapi openapi write openapi/openapi.json
 
-# Issue 7's table side by side in one run (~8 min) -> bench/RESULTS.md.
+# Issue 7's table side by side in one run (~10 min) -> bench/RESULTS.md.
 # A smoke check: make bench BENCH_ARGS=--quick; one row: BENCH_ARGS='--only 3'.
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

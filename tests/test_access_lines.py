@@ -14,7 +14,7 @@ import time
 import pytest
 
 from statsapi.config import ConfigError, Settings
-from statsapi.logs import AccessLines
+from statsapi.logs import AccessFields, AccessLines, JsonLines
 
 from .test_config import production
 
@@ -78,7 +78,7 @@ def test_buffered_lines_are_written_when_the_process_exits() -> None:
         """
         from statsapi import logs
         logs.configure("INFO", access_flush_seconds=10)
-        logs.access({"method": "GET", "route": "/health", "request_id": "at-exit-1"})
+        logs.access(logs.AccessFields("GET", "/health", "/health", 200, 0.5, "127.0.0.1", "at-exit-1", None))
         """
     )
     done = subprocess.run(
@@ -97,3 +97,20 @@ def test_production_buffers_by_default_and_the_setting_is_validated() -> None:
     for bad in ("-1", "11", "soon"):
         with pytest.raises(ConfigError, match="ACCESS_LOG_FLUSH_SECONDS"):
             Settings.from_env({**base, "ACCESS_LOG_FLUSH_SECONDS": bad})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        AccessFields("GET", "/api/stats", "/api/stats", 200, 1.23, "127.0.0.1", "25f0cd20e0f5324a", 2),
+        AccessFields("POST", "unmatched", '/x"y\\z/ü/\u2028', 404, 0.0, None, "id-1", None),
+        AccessFields(
+            "HEAD", "/api/records/<id:record_id>", "/api/records/7", 304, 12345.67, "::1", "r", 10**12
+        ),
+    ],
+)
+def test_an_access_line_is_what_the_generic_formatter_writes(fields: AccessFields) -> None:
+    formatter = JsonLines()
+    fast = formatter.access_line(1796036116.25, fields)
+    assert fast == formatter.line(1796036116.25, "INFO", "statsapi.access", "request", fields._asdict())
+    assert json.loads(fast)["path"] == fields.path

@@ -88,16 +88,16 @@ def finish(ctx: _AppCtxGlobals, req: Request, status: int, headers: list[tuple[s
     _instruments.observe(route, req.method, status, duration)
     principal = ctx.get("principal")
     logs.access(
-        {
-            "method": req.method,
-            "route": route,
-            "path": req.path,
-            "status": status,
-            "duration_ms": round(duration * 1000, 2),
-            "client_ip": req.remote_addr,
-            "request_id": request_id,
-            "user_id": principal.id if principal is not None else None,
-        }
+        logs.AccessFields(
+            method=req.method,
+            route=route,
+            path=req.path,
+            status=status,
+            duration_ms=round(duration * 1000, 2),
+            client_ip=req.remote_addr,
+            request_id=request_id,
+            user_id=principal.id if principal is not None else None,
+        )
     )
 
 
