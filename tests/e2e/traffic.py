@@ -90,7 +90,9 @@ class MixedLoad:
     """``threads`` clients, each from a loopback address of its own (nginx's flood limit
     is per address) with its own token, cycling through a record write, a records page,
     the stats and /me until stopped. ``stats=False`` leaves the stats out (for a test that
-    counts stats computations); ``pause`` is each client's rest between requests."""
+    counts stats computations); ``pause`` is each client's rest between requests (at least
+    20 ms keeps a client under nginx's flood guard, 50 requests a second per address,
+    however fast the API answers)."""
 
     def __init__(
         self,
