@@ -40,6 +40,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from ..models import TokenFamily, User
+from ..state.memo import BoundedMemo
 from ..state.redis import RedisConnection, RedisUnavailable, Replayer
 
 TTL = 30
@@ -73,15 +74,13 @@ class StateCodec:
         self._base = self._key = key
         # Values that verified, with what they say: a busy token's two values are the same
         # bytes on every request until they are refilled, so their MACs are checked once.
-        self._verified: dict[tuple[Any, ...], tuple[AuthState, int]] = {}
-        self._verified_lock = threading.Lock()
+        self._verified: BoundedMemo[tuple[Any, ...], tuple[AuthState, int]] = BoundedMemo(_VERIFIED_MEMO)
 
     def bind(self, identity: str) -> None:
         """MACs under this database's identity: another deployment's values never verify,
         even under a shared ``REDIS_KEY_PREFIX`` and signing key (``state.redis.KeySpace``)."""
         self._key = hmac.new(self._base, identity.encode(), hashlib.sha256).digest()
-        with self._verified_lock:
-            self._verified.clear()
+        self._verified.clear()
 
     def _mac(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()[:32]
@@ -105,10 +104,7 @@ class StateCodec:
             if state is None:
                 return None
             known = (state, issued)
-            with self._verified_lock:  # these exact values verified: only their age can change
-                self._verified[memo] = known
-                if len(self._verified) > _VERIFIED_MEMO:  # bounded: drop the oldest
-                    del self._verified[next(iter(self._verified))]
+            self._verified.put(memo, known)  # these exact values verified: only their age can change
         return known[0] if known[1] >= time.time() - TTL else None
 
     def _verify(

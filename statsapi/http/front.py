@@ -18,7 +18,6 @@ count and line any other response gets: there is one path in and one path out.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -27,6 +26,7 @@ from flask.ctx import RequestContext
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 
+from ..state.memo import BoundedMemo
 from . import headers, observe
 from .gate import Gate
 
@@ -34,15 +34,12 @@ REQUEST_KEY = "statsapi.request"  # the environ entry holding the request's Requ
 
 
 class FrontDoor:
-    ROUTES_KEPT = 4096
-
     def __init__(self, app: Flask, gate: Gate) -> None:
         self.app = app
         self.gate = gate
         self.dispatch = app.wsgi_app  # Flask's own: request context, hooks, view, errors
         # Matches by (Host, method, raw path): the URL map does not change once requests arrive.
-        self._routes: dict[tuple[str, str, str], tuple[Rule, dict[str, Any]]] = {}
-        self._routes_lock = threading.Lock()
+        self._routes: BoundedMemo[tuple[str, str, str], tuple[Rule, dict[str, Any]]] = BoundedMemo()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         app_ctx = self.app.app_context()
@@ -88,10 +85,7 @@ class FrontDoor:
                 req.routing_exception = error
                 return
             found = (cast(Rule, rule), dict(args))
-            with self._routes_lock:
-                self._routes[memo] = found
-                if len(self._routes) > self.ROUTES_KEPT:  # drop the oldest (insertion order)
-                    del self._routes[next(iter(self._routes))]
+            self._routes.put(memo, found)
         req.url_rule = found[0]
         req.view_args = dict(found[1])
 

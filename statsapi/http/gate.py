@@ -24,7 +24,6 @@ views and errors alike.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +39,7 @@ from ..metrics import RATE_LIMITED
 from ..models import Role
 from ..problems import InvalidInput, InvalidToken, Problem
 from ..state.admission import AdmissionStore, TokenRef
+from ..state.memo import BoundedMemo
 from ..state.redis import RedisUnavailable
 from ..state.stats_cache import CachedStats, CacheKey, StatsCache
 from . import limits
@@ -119,8 +119,7 @@ class Gate:
         self.revocations = revocations
         self._policies: dict[tuple[str, str], RoutePolicy] = {}
         # The cache key of (route, query string, caller) is pure: work it out once.
-        self._probes: dict[tuple[Any, ...], CacheKey | None] = {}
-        self._probes_lock = threading.Lock()
+        self._probes: BoundedMemo[tuple[Any, ...], CacheKey | None] = BoundedMemo()
 
     # -- the route's policy ---------------------------------------------------------
     def policy(self, endpoint: str, method: str) -> RoutePolicy:
@@ -197,16 +196,13 @@ class Gate:
             return None
         memo = (req.endpoint, req.query_string, claims["sub"], claims["role"])
         if memo in self._probes:
-            return self._probes[memo]
+            return self._probes.get(memo)
         key = None
         args = self.parse_query(route.query_schema, req)
         if args is not None:
             with contextlib.suppress(Problem):
                 key = route.cache.key(args, int(claims["sub"]), Role(claims["role"]))
-        with self._probes_lock:
-            self._probes[memo] = key
-            if len(self._probes) > 4096:  # bounded: drop the oldest (dicts keep insertion order)
-                del self._probes[next(iter(self._probes))]
+        self._probes.put(memo, key)
         return key
 
     @staticmethod

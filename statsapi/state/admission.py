@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from ..auth.token_state import TokenStateCache
 from ..http.limits import Charge, Count, LocalCounters
+from .memo import BoundedMemo
 from .redis import LUA_READ, RedisConnection, RedisUnavailable
 from .stats_cache import CacheKey, MemoryBackend, RedisBackend, StatsCache
 
@@ -134,28 +135,22 @@ class RedisAdmission:
         self.tokens = tokens
         self._script = connection.client.register_script(_ADMIT.encode())
         # Key names by token and by cache scope, made once: the key space never changes
-        # once bound. Bounded: cleared when full.
-        self._token_key_names: dict[TokenRef, tuple[str, str]] = {}
-        self._cache_key_names: dict[str, tuple[str, str]] = {}
-
-    KEY_NAMES_KEPT = 4096
+        # once bound.
+        self._token_key_names: BoundedMemo[TokenRef, tuple[str, str]] = BoundedMemo()
+        self._cache_key_names: BoundedMemo[str, tuple[str, str]] = BoundedMemo()
 
     def _token_keys(self, token: TokenRef) -> tuple[str, str]:
         names = self._token_key_names.get(token)
         if names is None:
             names = (self.tokens.user_key(token.user_id), self.tokens.family_key(token.family_id))
-            if len(self._token_key_names) >= self.KEY_NAMES_KEPT:
-                self._token_key_names.clear()
-            self._token_key_names[token] = names
+            self._token_key_names.put(token, names)
         return names
 
     def _cache_keys(self, scope: str) -> tuple[str, str]:
         names = self._cache_key_names.get(scope)
         if names is None:
             names = (self.cache.version_key(scope), self.cache.entry_prefix(scope))
-            if len(self._cache_key_names) >= self.KEY_NAMES_KEPT:
-                self._cache_key_names.clear()
-            self._cache_key_names[scope] = names
+            self._cache_key_names.put(scope, names)
         return names
 
     def admit(self, charges: Sequence[Charge], token: TokenRef | None, probe: CacheKey | None) -> Admission:

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from ..http.conditional import content_etag
 from ..http.pagination import filters_digest
 from ..metrics import CACHE_REQUESTS
+from .memo import BoundedMemo
 from .redis import LUA_READ, RedisConnection, RedisUnavailable, Replayer
 
 # Waiters give the leader as long as its lock lives (the leader renews it while it computes,
@@ -103,19 +104,16 @@ class EntryCodec:
     # Entries already opened, by exactly what was read: the same bytes under the same key
     # and version open to the same answer, so a hot entry's MAC is checked once, not on
     # every hit. Bounded in count, and only small entries are kept.
-    MEMO_ENTRIES = 256
     MEMO_MAX_BYTES = 64 * 1024
 
     def __init__(self, key: bytes) -> None:
         self._base = self._key = key
-        self._opened: dict[tuple[str, str, Any, bytes], CachedStats] = {}
-        self._lock = threading.Lock()
+        self._opened: BoundedMemo[tuple[str, str, Any, bytes], CachedStats] = BoundedMemo(256)
 
     def bind(self, identity: str) -> None:
         """Seal under this database's identity (see ``StateCodec.bind``)."""
         self._key = hmac.new(self._base, identity.encode(), hashlib.sha256).digest()
-        with self._lock:
-            self._opened.clear()
+        self._opened.clear()
 
     def _mac(self, key: CacheKey, version: str, etag: bytes, body: bytes) -> bytes:
         message = f"{key.scope}|{version}|{key.digest}|".encode() + etag + b"|" + body
@@ -140,10 +138,7 @@ class EntryCodec:
             return None
         opened = CachedStats(body=body, etag=etag.decode(), hit=True)
         if len(value) <= self.MEMO_MAX_BYTES:
-            with self._lock:
-                self._opened[memo] = opened
-                if len(self._opened) > self.MEMO_ENTRIES:  # drop the oldest (insertion order)
-                    del self._opened[next(iter(self._opened))]
+            self._opened.put(memo, opened)
         return opened
 
 
